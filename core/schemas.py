@@ -1,0 +1,196 @@
+"""Request and response models shared by the API and the workers: one schema per concept."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+SEED_MAX = 2**32 - 1
+
+
+class Sampler(StrEnum):
+    """Sampler names a request may give; each maps onto one diffusers scheduler (worker/samplers.py)."""
+
+    DDIM = "ddim"
+    PNDM = "pndm"
+    LMS = "lms"
+    HEUN = "heun"
+    EULER = "euler"
+    EULER_A = "euler_a"
+    DPMPP_2M = "dpmpp_2m"
+    DPMPP_2M_KARRAS = "dpmpp_2m_karras"
+    UNIPC = "unipc"
+    LCM = "lcm"
+
+
+class OutputFormat(StrEnum):
+    """Encodings of result images."""
+
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+    @property
+    def content_type(self) -> str:
+        """The HTTP content type of images in this format."""
+        return f"image/{self.value}"
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life: queued → running → succeeded | failed | canceled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        """True once the job will not change again."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError(f"must be a multiple of 8, got {value}")
+    return value
+
+
+ImageSide = Annotated[int, Field(ge=64, le=2048, description="Pixels; a multiple of 8 in 64..2048.")]
+
+
+class GenerateRequest(BaseModel):
+    """A text-to-image request, as the API validates it and the worker receives it."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str = Field(default="", max_length=2000)
+    width: ImageSide = 512
+    height: ImageSide = 512
+    steps: int = Field(default=25, ge=1, le=150)
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0, allow_inf_nan=False)
+    sampler: Sampler = Sampler.EULER_A
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="Absent: a random seed, recorded.")
+    num_images: int = Field(default=1, ge=1, le=8)
+    output_format: OutputFormat = OutputFormat.PNG
+    model: str | None = Field(default=None, min_length=1, max_length=100, description="Absent: the default model.")
+
+    _check_width = field_validator("width")(_multiple_of_8)
+    _check_height = field_validator("height")(_multiple_of_8)
+
+    def image_seeds(self) -> list[int]:
+        """Seed of each image: `seed + i` (mod 2^32) for image i, so image 0 equals a 1-image job's."""
+        if self.seed is None:
+            raise ValueError("the seed is assigned at submission")
+        return [(self.seed + i) % (SEED_MAX + 1) for i in range(self.num_images)]
+
+
+class Progress(BaseModel):
+    """Denoising progress of a job."""
+
+    step: int = 0
+    total: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fraction(self) -> float:
+        """Share of steps done, 0..1."""
+        return self.step / self.total if self.total else 0.0
+
+
+class Timings(BaseModel):
+    """When the job was accepted, started and finished (UTC)."""
+
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobError(BaseModel):
+    """Why a job failed: a stable code (`out_of_memory`, `invalid_request`, `internal`) and a message."""
+
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """A job as stored in Redis and returned by `GET /jobs/{id}`."""
+
+    id: str
+    status: JobStatus
+    model: str
+    request: GenerateRequest
+    seed: int
+    queue_position: int | None = Field(default=None, description="Jobs ahead of this one, while queued.")
+    progress: Progress
+    timings: Timings
+    images: list[str] = Field(default_factory=list, description="URLs of the result images, once succeeded.")
+    error: JobError | None = None
+    worker_id: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    """The body of every error response."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """`{"error": {"code", "message", "details"}}`: the one shape of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class WorkerInfo(BaseModel):
+    """What a live worker says about itself in its heartbeat."""
+
+    id: str
+    model: str
+    source: str
+    samplers: list[Sampler]
+    device: str
+    dtype: str
+    state: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+class ModelInfo(BaseModel):
+    """A model that live workers serve, as `GET /models` lists it."""
+
+    name: str
+    workers: int
+    samplers: list[Sampler]
+    devices: list[str]
+
+
+class Health(BaseModel):
+    """Body of `/healthz` and `/readyz`."""
+
+    status: str
+    redis: str | None = None
+
+
+class LimitExceededError(ValueError):
+    """A request within its schema but beyond a configured limit of this deployment."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def check_limits(request: GenerateRequest, *, max_pixels: int) -> None:
+    """Raise `LimitExceededError` when the request needs more than this deployment allows."""
+    pixels = request.width * request.height
+    if pixels > max_pixels:
+        raise LimitExceededError(
+            "width*height",
+            f"{request.width}x{request.height} = {pixels} pixels is over the limit of {max_pixels} pixels",
+        )

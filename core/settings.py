@@ -1,0 +1,54 @@
+"""Settings for every imagegen process, read from `IMAGEGEN_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One settings object per process; tests build their own and inject it."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", env_ignore_empty=True, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # What a worker serves, and the API's default model: a Hugging Face id, a local diffusers folder,
+    # a single-file checkpoint (.safetensors / .ckpt), `tiny` or `demo`.
+    model: str = "tiny"
+    # The name clients use for that model (queue name, `model` request field). Derived from `model` when unset.
+    model_name: str | None = Field(default=None, max_length=100)
+
+    device: str | None = None  # "cuda", "cuda:1", "cpu"; default: CUDA when present, else CPU
+    dtype: Literal["float16", "bfloat16", "float32"] | None = None  # default: float16 on CUDA, float32 on CPU
+    cache_dir: Path = Path.home() / ".cache" / "imagegen"
+
+    max_pixels: int = Field(default=1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    result_ttl_seconds: int = Field(default=3600, gt=0)
+    queue_ttl_seconds: int = Field(default=3600, gt=0)
+    job_timeout_seconds: int = Field(default=600, gt=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    progress_interval_seconds: float = Field(default=0.1, ge=0)
+    warmup_steps: int = Field(default=2, ge=0)
+    worker_id: str | None = None
+    log_level: str = "INFO"
+
+    def served_model_name(self) -> str:
+        """The public name of `model`: `model_name` if set, else the id, or a file or folder's stem."""
+        if self.model_name:
+            return self.model_name
+        path = Path(self.model)
+        if self.model.startswith(("/", ".", "~")) or path.suffix in {".safetensors", ".ckpt"}:
+            return path.expanduser().stem or path.name
+        return self.model
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,57 @@
+"""The registry of live workers: each refreshes its record on a heartbeat, and a record without one expires."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from core import keys
+from core.schemas import ModelInfo, WorkerInfo
+
+
+def heartbeat_ttl(heartbeat_seconds: float) -> int:
+    """Seconds a worker record outlives its last heartbeat: three missed beats mean the worker is gone."""
+    return max(2, int(heartbeat_seconds * 3 + 0.999))
+
+
+def publish_worker(redis: Redis, info: WorkerInfo, heartbeat_seconds: float) -> None:
+    """Write (or refresh) a worker's record."""
+    pipe = redis.pipeline()
+    pipe.set(keys.worker_key(info.id), info.model_dump_json(), ex=heartbeat_ttl(heartbeat_seconds))
+    pipe.sadd(keys.workers_key(), info.id)
+    pipe.execute()
+
+
+def remove_worker(redis: Redis, worker_id: str) -> None:
+    """Take a worker out of the registry when it stops."""
+    pipe = redis.pipeline()
+    pipe.delete(keys.worker_key(worker_id))
+    pipe.srem(keys.workers_key(), worker_id)
+    pipe.execute()
+
+
+def live_workers(redis: Redis) -> list[WorkerInfo]:
+    """Workers whose heartbeat has not expired; ids of expired ones are pruned from the set."""
+    ids = sorted(member.decode() for member in redis.smembers(keys.workers_key()))
+    if not ids:
+        return []
+    records = redis.mget([keys.worker_key(worker_id) for worker_id in ids])
+    dead = [worker_id for worker_id, record in zip(ids, records, strict=True) if record is None]
+    if dead:
+        redis.srem(keys.workers_key(), *dead)
+    return [WorkerInfo.model_validate_json(record) for record in records if record is not None]
+
+
+def models_served(workers: list[WorkerInfo]) -> list[ModelInfo]:
+    """Group live workers by model: how many serve each, with which samplers, on which devices."""
+    by_model: dict[str, list[WorkerInfo]] = {}
+    for worker in workers:
+        by_model.setdefault(worker.model, []).append(worker)
+    return [
+        ModelInfo(
+            name=name,
+            workers=len(group),
+            samplers=sorted({s for w in group for s in w.samplers}),
+            devices=sorted({w.device for w in group}),
+        )
+        for name, group in sorted(by_model.items())
+    ]

@@ -1,0 +1,29 @@
+"""`create_app()`: the FastAPI application, its routers, error handlers and request guards."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from redis import Redis
+
+from core.settings import Settings, get_settings
+from service.errors import install_error_handlers
+from service.guards import RequestGuard
+from service.routes import generate, health, jobs, models
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; `settings` defaults to the environment's."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="imagegen",
+        version="0.1.0",
+        summary="Latent-diffusion image generation as a queued REST service.",
+    )
+    app.state.settings = settings
+    # health_check_interval keeps pooled connections honest after a Redis restart.
+    app.state.redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
+    for router in (generate.router, jobs.router, models.router, health.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, json_paths=frozenset({"/generate"}))
+    return app

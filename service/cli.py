@@ -1,0 +1,129 @@
+"""The `imagegen` command: `api`, `worker`, `dev` (both, with Redis if needed) and `generate` (a client)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.settings import Settings
+
+
+def _run_api(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+def _run_worker(settings: Settings) -> None:
+    from worker.main import run_worker  # imports torch: only the worker pays for it
+
+    run_worker(settings)
+
+
+def _dev(settings: Settings, host: str, port: int) -> None:
+    from service.devredis import ensure_redis
+
+    redis_url, embedded = ensure_redis(settings.redis_url, settings.cache_dir)
+    if embedded is not None:
+        print(
+            f"imagegen dev: no Redis answered at {settings.redis_url}; started an embedded redis-server at {redis_url}"
+        )
+    else:
+        print(f"imagegen dev: using Redis at {redis_url}")
+    settings = settings.model_copy(update={"redis_url": redis_url})
+    env = {**os.environ, "IMAGEGEN_REDIS_URL": redis_url, "IMAGEGEN_MODEL": settings.model}
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+    print(f"imagegen dev: worker for model {settings.model!r} starting (pid {worker.pid}); API on http://{host}:{port}")
+    try:
+        _run_api(settings, host, port)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if embedded is not None:
+            embedded.shutdown()
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from service.client import generate_to_files
+
+    body: dict[str, object] = {"prompt": args.prompt}
+    for name in (
+        "negative_prompt",
+        "width",
+        "height",
+        "steps",
+        "guidance_scale",
+        "sampler",
+        "seed",
+        "num_images",
+        "model",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            body[name] = value
+    output = Path(args.output)
+    suffix = output.suffix.lower().lstrip(".")
+    body["output_format"] = {"jpg": "jpeg"}.get(suffix, suffix) if suffix in {"png", "jpg", "jpeg", "webp"} else "png"
+    started = time.monotonic()
+    job, paths = generate_to_files(args.url, body, output, timeout=args.timeout)
+    for path in paths:
+        print(path)
+    print(f"seed {job['seed']} ({job['status']} in {time.monotonic() - started:.1f}s, job {job['id']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `imagegen` command."""
+    parser = argparse.ArgumentParser(prog="imagegen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    api = commands.add_parser("api", help="run the HTTP API")
+    commands.add_parser("worker", help="run a worker serving IMAGEGEN_MODEL")
+    dev = commands.add_parser("dev", help="run the API and one worker (and an embedded Redis when none answers)")
+    for sub in (api, dev):
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+
+    gen = commands.add_parser("generate", help="submit a prompt to a running API, wait, and write the images")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", default="out.png", help="file to write (more images: out-1.png, ...)")
+    gen.add_argument("--url", default=os.environ.get("IMAGEGEN_URL", "http://127.0.0.1:8000"))
+    gen.add_argument("--negative-prompt", dest="negative_prompt")
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
+    gen.add_argument("--sampler")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("-n", "--num-images", dest="num_images", type=int)
+    gen.add_argument("--model")
+    gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `imagegen` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        return _generate(args)
+    settings = Settings()
+    if args.command == "api":
+        _run_api(settings, args.host, args.port)
+    elif args.command == "worker":
+        _run_worker(settings)
+    elif args.command == "dev":
+        _dev(settings, args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
