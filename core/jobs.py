@@ -103,7 +103,7 @@ class JobStore:
         pipe.expire(key, self.result_ttl)
         pipe.execute()
 
-    def mark_failed(self, job_id: str, code: str, message: str) -> None:
+    def mark_failed(self, job_id: str, worker_id: str, code: str, message: str) -> None:
         """Record a failure with a stable code; the record then expires after the result TTL."""
         key = keys.job_key(job_id)
         pipe = self.redis.pipeline()
@@ -112,6 +112,7 @@ class JobStore:
             mapping={
                 "status": JobStatus.FAILED.value,
                 "finished_at": _now(),
+                "worker_id": worker_id,
                 "error": JobError(code=code, message=message).model_dump_json(),
             },
         )

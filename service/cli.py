@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +28,8 @@ def _run_worker(settings: Settings) -> None:
     run_worker(settings)
 
 
-def _dev(settings: Settings, host: str, port: int) -> None:
+def _dev(settings: Settings, host: str, port: int) -> int:
+    """Supervise an API and a worker process (and an embedded Redis when needed) until SIGINT/SIGTERM."""
     from service.devredis import ensure_redis
 
     redis_url, embedded = ensure_redis(settings.redis_url, settings.cache_dir)
@@ -36,20 +39,33 @@ def _dev(settings: Settings, host: str, port: int) -> None:
         )
     else:
         print(f"imagegen dev: using Redis at {redis_url}")
-    settings = settings.model_copy(update={"redis_url": redis_url})
     env = {**os.environ, "IMAGEGEN_REDIS_URL": redis_url, "IMAGEGEN_MODEL": settings.model}
-    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
-    print(f"imagegen dev: worker for model {settings.model!r} starting (pid {worker.pid}); API on http://{host}:{port}")
-    try:
-        _run_api(settings, host, port)
-    finally:
-        worker.terminate()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    children = [
+        subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env),
+        subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)], env=env),
+    ]
+    print(
+        f"imagegen dev: worker for model {settings.model!r} starting (pid {children[0].pid}); API on http://{host}:{port}"
+    )
+    sys.stdout.flush()
+    while not stop.wait(0.5):
+        if any(child.poll() is not None for child in children):
+            print("imagegen dev: a process exited; stopping the others")
+            break
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
         try:
-            worker.wait(timeout=30)
+            child.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            worker.kill()
-        if embedded is not None:
-            embedded.shutdown()
+            child.kill()
+    if embedded is not None:
+        embedded.shutdown()
+    return 0 if stop.is_set() else 1
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -121,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         _run_worker(settings)
     elif args.command == "dev":
-        _dev(settings, args.host, args.port)
+        return _dev(settings, args.host, args.port)
     return 0
 
 

@@ -22,6 +22,7 @@ def known_models(redis: Redis, settings: Settings) -> list[str]:
 
 def submit(request: GenerateRequest, redis: Redis, store: JobStore, settings: Settings) -> Job:
     """Validate `request` against this deployment and queue it; the returned job is `queued`."""
+    check_limits(request, max_pixels=settings.max_pixels)
     model = request.model or settings.served_model_name()
     models = known_models(redis, settings)
     if model not in models:
@@ -31,7 +32,6 @@ def submit(request: GenerateRequest, redis: Redis, store: JobStore, settings: Se
             code="invalid_request",
             details=[{"field": "model", "message": "unknown model", "allowed": models}],
         )
-    check_limits(request, max_pixels=settings.max_pixels)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
     request = request.model_copy(update={"model": model, "seed": seed})
 

@@ -80,7 +80,7 @@ class GenerationEngine:
         except Exception as exc:
             code = error_code(exc)
             log.exception("job %s failed (%s)", job_id, code)
-            self.store.mark_failed(job_id, code, str(exc) or type(exc).__name__)
+            self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
             if code == "out_of_memory" and self.model.device.type == "cuda":
                 torch.cuda.empty_cache()
         finally:

@@ -1,0 +1,61 @@
+"""Shared fixtures: test settings, a real Redis on its own db index, the tiny model built once per run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from core.jobs import JobStore
+from core.settings import Settings
+
+# A real Redis; tests own this db index and flush it before and after each test that uses it.
+TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the whole run (the tiny model is built into it once)."""
+    configured = os.environ.get("IMAGEGEN_TEST_CACHE_DIR")
+    return Path(configured) if configured else tmp_path_factory.mktemp("imagegen-cache")
+
+
+@pytest.fixture
+def settings(cache_dir: Path) -> Settings:
+    """Settings for tests: the test Redis, the tiny model, a shared cache, fast progress writes."""
+    return Settings(
+        redis_url=TEST_REDIS_URL,
+        model="tiny",
+        cache_dir=cache_dir,
+        heartbeat_seconds=1.0,
+        progress_interval_seconds=0.0,
+        warmup_steps=1,
+    )
+
+
+@pytest.fixture
+def redis_client() -> Iterator[Redis]:
+    """The real test Redis, flushed before and after the test."""
+    client = Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except Exception as exc:  # pragma: no cover - environment problem, said plainly
+        pytest.fail(f"integration tests need a Redis at {TEST_REDIS_URL}: {exc}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def store(redis_client: Redis, settings: Settings) -> JobStore:
+    """A job store over the test Redis."""
+    return JobStore(
+        redis_client,
+        result_ttl=settings.result_ttl_seconds,
+        queue_ttl=settings.queue_ttl_seconds,
+        job_timeout=settings.job_timeout_seconds,
+    )

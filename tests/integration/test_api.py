@@ -1,0 +1,139 @@
+"""The API on the real Redis: submission queues an RQ job carrying the request's JSON; reads follow the record."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
+
+from core import keys
+from core.jobs import JobStore
+from core.queueing import GENERATE_TASK, model_queue
+from core.schemas import GenerateRequest, Sampler, WorkerInfo
+from core.settings import Settings
+from core.workers import publish_worker
+from service.app import create_app
+
+REQUEST = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 3}
+
+
+@pytest.fixture
+def client(settings: Settings, redis_client: Redis) -> TestClient:
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def _worker(worker_id: str, model: str, samplers: list[Sampler]) -> WorkerInfo:
+    now = datetime.now(UTC)
+    return WorkerInfo(
+        id=worker_id,
+        model=model,
+        source=model,
+        samplers=samplers,
+        device="cpu",
+        dtype="float32",
+        state="ready",
+        started_at=now,
+        heartbeat_at=now,
+    )
+
+
+def test_generate_answers_202_with_location_and_queues_json(client: TestClient, redis_client: Redis) -> None:
+    response = client.post("/generate", json={**REQUEST, "seed": 42})
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert job["status"] == "queued"
+    assert job["seed"] == 42
+    assert job["model"] == "tiny"
+    assert job["progress"] == {"step": 0, "total": 3, "fraction": 0.0}
+
+    queue = model_queue(redis_client, "tiny")
+    assert queue.job_ids == [job["id"]]
+    # Dequeued as a worker would: the function path and the request as plain JSON, not a pickle.
+    dequeued, _ = Queue.dequeue_any([queue], timeout=None, connection=redis_client, serializer=queue.serializer)
+    assert dequeued.id == job["id"]
+    assert dequeued.func_name == GENERATE_TASK
+    assert GenerateRequest.model_validate(dequeued.args[0]).seed == 42
+    assert dequeued.args[0] == GenerateRequest(**REQUEST, seed=42, model="tiny").model_dump(mode="json")
+    # RQ zlib-compresses the job data; inside is JSON (RQ's JSONSerializer), never a pickle.
+    payload = json.loads(zlib.decompress(redis_client.hget(f"rq:job:{job['id']}", "data")))
+    assert payload[0] == GENERATE_TASK
+    assert payload[2][0]["prompt"] == "a red circle"
+
+
+def test_absent_seed_is_drawn_and_recorded(client: TestClient, store: JobStore) -> None:
+    seeds = {client.post("/generate", json=REQUEST).json()["seed"] for _ in range(5)}
+    assert len(seeds) > 1
+    assert all(0 <= seed < 2**32 for seed in seeds)
+    job_id = client.post("/generate", json=REQUEST).json()["id"]
+    assert store.get(job_id).request.seed == store.get(job_id).seed
+
+
+def test_get_job_shows_queue_position(client: TestClient) -> None:
+    ids = [client.post("/generate", json=REQUEST).json()["id"] for _ in range(3)]
+    positions = [client.get(f"/jobs/{job_id}").json()["queue_position"] for job_id in ids]
+    assert positions == [0, 1, 2]
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    response = client.get("/jobs/0123456789abcdef0123456789abcdef")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert client.get("/jobs/x" * 100).status_code == 404
+
+
+def test_image_404_while_not_ready_then_served(client: TestClient, store: JobStore) -> None:
+    job_id = client.post("/generate", json={**REQUEST, "output_format": "webp"}).json()["id"]
+    response = client.get(f"/jobs/{job_id}/images/0")
+    assert response.status_code == 404
+    assert "no images yet" in response.json()["error"]["message"]
+
+    store.mark_running(job_id, "w", 3)
+    store.mark_succeeded(job_id, [b"RIFF-webp-bytes"])
+    response = client.get(f"/jobs/{job_id}/images/0")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/webp"
+    assert response.content == b"RIFF-webp-bytes"
+    assert client.get(f"/jobs/{job_id}/images/1").status_code == 404
+    assert client.get(f"/jobs/{job_id}/images/-1").status_code == 404
+
+
+def test_unknown_model_is_422_listing_served_models(client: TestClient, redis_client: Redis) -> None:
+    publish_worker(redis_client, _worker("w1", "sd15", [Sampler.EULER]), heartbeat_seconds=5)
+    response = client.post("/generate", json={**REQUEST, "model": "sdxl"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["message"] == "model: unknown model 'sdxl'; served models: sd15, tiny"
+    # A model a live worker serves is accepted and goes to that model's queue.
+    accepted = client.post("/generate", json={**REQUEST, "model": "sd15"})
+    assert accepted.status_code == 202
+    assert model_queue(redis_client, "sd15").job_ids == [accepted.json()["id"]]
+
+
+def test_models_lists_live_workers_and_forgets_dead_ones(client: TestClient, redis_client: Redis) -> None:
+    assert client.get("/models").json() == []
+    publish_worker(redis_client, _worker("w1", "tiny", [Sampler.EULER, Sampler.DDIM]), heartbeat_seconds=5)
+    publish_worker(redis_client, _worker("w2", "tiny", [Sampler.EULER]), heartbeat_seconds=5)
+    publish_worker(redis_client, _worker("w3", "sd15", [Sampler.LCM]), heartbeat_seconds=5)
+    assert client.get("/models").json() == [
+        {"name": "sd15", "workers": 1, "samplers": ["lcm"], "devices": ["cpu"]},
+        {"name": "tiny", "workers": 2, "samplers": ["ddim", "euler"], "devices": ["cpu"]},
+    ]
+    redis_client.delete(keys.worker_key("w3"))  # as if its heartbeat had expired
+    assert [m["name"] for m in client.get("/models").json()] == ["tiny"]
+    assert redis_client.smembers(keys.workers_key()) == {b"w1", b"w2"}
+
+
+def test_health_and_readiness(client: TestClient, settings: Settings) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "redis": None}
+    assert client.get("/readyz").status_code == 200
+    down = TestClient(create_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})))
+    assert down.get("/healthz").status_code == 200
+    response = down.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"

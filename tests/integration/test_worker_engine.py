@@ -1,0 +1,82 @@
+"""The worker's job lifecycle on the real Redis, in-process: success, a failure with a code, then success again."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from redis import Redis
+
+from core.jobs import JobStore
+from core.schemas import GenerateRequest, JobStatus
+from core.settings import Settings
+from worker.engine import GenerationEngine, ProgressWriter, error_code
+from worker.loading import load_model
+
+
+@pytest.fixture(scope="module")
+def loaded(cache_dir):
+    return load_model(Settings(model="tiny", cache_dir=cache_dir, device="cpu"))
+
+
+@pytest.fixture
+def engine(loaded, store: JobStore, settings: Settings) -> GenerationEngine:
+    return GenerationEngine(loaded, store, settings.model_copy(update={"max_pixels": 96 * 96}), "worker-test")
+
+
+def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
+    request = GenerateRequest(**{"prompt": "a red circle", "width": 64, "height": 64, "steps": 3, "seed": 7, **fields})
+    store.create(job_id, "tiny", request)
+    return request.model_dump(mode="json")
+
+
+def test_job_succeeds_with_images_of_the_requested_format(engine: GenerationEngine, store: JobStore) -> None:
+    payload = _queue_job(store, "ok", num_images=2, output_format="jpeg", width=96, height=64)
+    engine.run("ok", payload)
+    job = store.get("ok")
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.worker_id == "worker-test"
+    assert job.progress.step == job.progress.total == 3
+    assert len(job.images) == 2
+    image = Image.open(io.BytesIO(store.get_image("ok", 1)))
+    assert image.format == "JPEG"
+    assert image.size == (96, 64)
+    assert not engine.busy
+
+
+def test_failure_is_recorded_and_the_next_job_still_runs(
+    engine: GenerationEngine, store: JobStore, redis_client: Redis
+) -> None:
+    # Over this worker's own pixel limit: the API (with a larger limit) accepted it, the worker refuses it.
+    engine.run("big", _queue_job(store, "big", width=128, height=128))
+    failed = store.get("big")
+    assert failed.status is JobStatus.FAILED
+    assert failed.error.code == "invalid_request"
+    assert "over the limit of 9216 pixels" in failed.error.message
+    assert redis_client.ttl("imagegen:job:big") <= engine.settings.result_ttl_seconds
+
+    engine.run("next", _queue_job(store, "next"))
+    assert store.get("next").status is JobStatus.SUCCEEDED
+
+
+def test_warm_up_runs_at_native_size(engine: GenerationEngine) -> None:
+    engine.warm_up()  # tiny: 64x64; must not touch Redis or any job
+
+
+def test_error_codes() -> None:
+    assert error_code(MemoryError()) == "out_of_memory"
+    assert error_code(ValueError("height must be divisible by 8")) == "invalid_request"
+    assert error_code(RuntimeError("boom")) == "internal"
+
+
+def test_progress_writes_are_rate_limited_but_keep_the_last_step(store: JobStore) -> None:
+    store.create("p", "tiny", GenerateRequest(prompt="x", seed=1, steps=50))
+    writes: list[tuple[int, int]] = []
+    original = store.set_progress
+    store.set_progress = lambda job_id, step, total: (writes.append((step, total)), original(job_id, step, total))
+    writer = ProgressWriter(store, "p", interval=3600)
+    for step in range(1, 51):
+        writer(step, 50)
+    assert writes == [(1, 50), (50, 50)]
+    assert store.get("p").progress.step == 50
