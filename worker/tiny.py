@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 TINY_SEED = 0
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"
 
 # The scheduler config Stable Diffusion 1.5 ships (scheduler/scheduler_config.json), so every sampler is built
 # from the same config as on the real model.
@@ -71,7 +71,7 @@ def build_tiny_pipeline(folder: Path) -> None:
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
-        sample_size=32,
+        sample_size=8,  # native size 64x64 pixels
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -80,12 +80,14 @@ def build_tiny_pipeline(folder: Path) -> None:
         attention_head_dim=8,
         norm_num_groups=32,
     )
+    # Four blocks, so latents are 1/8 of the image side as in Stable Diffusion.
     vae = AutoencoderKL(
-        block_out_channels=[32, 64],
+        block_out_channels=[32, 32, 64, 64],
+        layers_per_block=1,
         in_channels=3,
         out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
         latent_channels=4,
         norm_num_groups=32,
         sample_size=64,
