@@ -1,16 +1,75 @@
-"""The job record in Redis: created by the API, advanced by the worker, read by both."""
+"""The job record and its event stream in Redis: created by the API, advanced by the worker, read by both.
+
+Every status change is one Lua script (`_TRANSITION`, `_CANCEL`), so a cancel and a worker never both win: a job
+canceled while queued is never started, and a job that finished is never canceled.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from redis import Redis
 from redis.client import Pipeline
 
 from core import keys
+from core.eta import job_work
+from core.events import (
+    TERMINAL_EVENT_TYPES,
+    AnyEvent,
+    CanceledEvent,
+    FailedEvent,
+    QueuedEvent,
+    StartedEvent,
+    SucceededEvent,
+)
 from core.schemas import GenerateRequest, Job, JobError, JobStatus, Progress, Timings
+from core.settings import Settings
+
+# KEYS: job, events. ARGV: allowed statuses (comma-separated), new status, ttl, events maxlen, event type,
+# event JSON, then field/value pairs to set. Returns the new status, or the status that refused the change
+# (false when the job is unknown).
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return status end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[5], 'data', ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return ARGV[2]
+"""
+
+# KEYS: job, events, queue list. ARGV: job id, now, ttl, maxlen, canceled event JSON.
+# queued → canceled at once and out of the queue ('dequeued'); running → 'requested'; otherwise the status as is.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' then
+  redis.call('LREM', KEYS[3], 0, ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'canceled', 'data', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  return 'dequeued'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  return 'requested'
+end
+return status
+"""
+
+
+class CancelOutcome(StrEnum):
+    """What `DELETE /jobs/{id}` did."""
+
+    CANCELED = "canceled"  # it was queued: it left the queue and will never run
+    REQUESTED = "cancel_requested"  # it is running: it stops at the next step boundary
+    FINISHED = "finished"  # it had already ended: nothing to cancel
+    UNKNOWN = "unknown"
 
 
 def _now() -> float:
@@ -27,36 +86,145 @@ def image_url(job_id: str, index: int) -> str:
 
 
 class JobStore:
-    """Reads and writes job records, result images and their TTLs. Writes take an optional pipeline."""
+    """Reads and writes job records, their event streams, result images and their TTLs."""
 
-    def __init__(self, redis: Redis, *, result_ttl: int, queue_ttl: int, job_timeout: int) -> None:
+    def __init__(
+        self, redis: Redis, *, result_ttl: int, queue_ttl: int, job_timeout: int, events_max_len: int = 1000
+    ) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
         self.queue_ttl = queue_ttl
         self.job_timeout = job_timeout
+        self.events_max_len = events_max_len
+        self._transition = redis.register_script(_TRANSITION)
+        self._cancel = redis.register_script(_CANCEL)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> JobStore:
+        """A store with the TTLs and caps of `settings`."""
+        return cls(
+            redis,
+            result_ttl=settings.result_ttl_seconds,
+            queue_ttl=settings.queue_ttl_seconds,
+            job_timeout=settings.job_timeout_seconds,
+            events_max_len=settings.events_max_len,
+        )
+
+    # --- the API's side -------------------------------------------------------------------------------------
 
     def create(self, job_id: str, model: str, request: GenerateRequest, pipeline: Pipeline | None = None) -> Job:
-        """Write the record of a newly accepted job; it lives long enough to wait in the queue, run and be read."""
+        """Write the record and `queued` event of a new job; they live long enough to wait, run and be read."""
         if request.seed is None:
             raise ValueError("assign the seed before creating the job")
-        now = _now()
         fields = {
             "id": job_id,
             "status": JobStatus.QUEUED.value,
             "model": model,
             "request": request.model_dump_json(),
             "seed": request.seed,
-            "created_at": now,
+            "created_at": _now(),
             "step": 0,
             "total": request.steps,
+            "work": job_work(request),
         }
+        ttl = self.queue_ttl + self.job_timeout + self.result_ttl
         pipe = pipeline if pipeline is not None else self.redis.pipeline()
-        key = keys.job_key(job_id)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, self.queue_ttl + self.job_timeout + self.result_ttl)
+        pipe.hset(keys.job_key(job_id), mapping=fields)
+        pipe.expire(keys.job_key(job_id), ttl)
+        self._add_event(pipe, job_id, QueuedEvent(model=model))
+        pipe.expire(keys.job_events_key(job_id), ttl)
         if pipeline is None:
             pipe.execute()
         return self._job_from_fields({k: str(v) for k, v in fields.items()})
+
+    def cancel(self, job_id: str, queue_key: str) -> CancelOutcome:
+        """Cancel a job: a queued one at once, a running one at its next step; a finished one is left alone."""
+        result = self._cancel(
+            keys=[keys.job_key(job_id), keys.job_events_key(job_id), queue_key],
+            args=[job_id, _now(), self.result_ttl, self.events_max_len, CanceledEvent().model_dump_json()],
+        )
+        if result is None:
+            return CancelOutcome.UNKNOWN
+        return {b"dequeued": CancelOutcome.CANCELED, b"requested": CancelOutcome.REQUESTED}.get(
+            result, CancelOutcome.FINISHED
+        )
+
+    # --- the worker's side ----------------------------------------------------------------------------------
+
+    def start(self, job_id: str, worker_id: str, total_steps: int) -> bool:
+        """Mark a queued job running; False (and nothing written) when it is no longer queued, e.g. canceled."""
+        started = self._run_transition(
+            job_id,
+            allowed=(JobStatus.QUEUED,),
+            new=JobStatus.RUNNING,
+            ttl=self.job_timeout + self.result_ttl,
+            event=StartedEvent(worker_id=worker_id, total=total_steps),
+            fields={"started_at": _now(), "worker_id": worker_id, "step": 0, "total": total_steps},
+        )
+        return started == JobStatus.RUNNING.value
+
+    def report_step(self, job_id: str, step: int, total: int, eta_seconds: float, event: AnyEvent | None) -> bool:
+        """Record progress (and publish `event`, if any); returns True when a cancel has been requested."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(keys.job_key(job_id), mapping={"step": step, "total": total, "eta": round(eta_seconds, 3)})
+        if event is not None:
+            self._add_event(pipe, job_id, event)
+        pipe.hget(keys.job_key(job_id), "cancel_requested")
+        return pipe.execute()[-1] is not None
+
+    def publish(self, job_id: str, event: AnyEvent) -> None:
+        """Append a non-terminal event (a preview, say) to the job's stream."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._add_event(pipe, job_id, event)
+        pipe.execute()
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True once `cancel` asked the running job to stop."""
+        return bool(self.redis.hexists(keys.job_key(job_id), "cancel_requested"))
+
+    def mark_succeeded(self, job_id: str, images: list[bytes]) -> bool:
+        """Store the images and end the job `succeeded`; False when it had already ended (then nothing changes)."""
+        urls = [image_url(job_id, i) for i in range(len(images))]
+        pipe = self.redis.pipeline(transaction=True)
+        for index, data in enumerate(images):
+            pipe.set(keys.job_image_key(job_id, index), data, ex=self.result_ttl)
+        self._run_transition(
+            job_id,
+            allowed=(JobStatus.RUNNING,),
+            new=JobStatus.SUCCEEDED,
+            ttl=self.result_ttl,
+            event=SucceededEvent(images=urls),
+            fields={"finished_at": _now(), "images": json.dumps(urls), "eta": 0},
+            client=pipe,
+        )
+        return pipe.execute()[-1] == JobStatus.SUCCEEDED.value.encode()
+
+    def mark_failed(self, job_id: str, worker_id: str, code: str, message: str) -> bool:
+        """End a queued or running job `failed` with a stable code; False when it had already ended."""
+        error = JobError(code=code, message=message)
+        result = self._run_transition(
+            job_id,
+            allowed=(JobStatus.QUEUED, JobStatus.RUNNING),
+            new=JobStatus.FAILED,
+            ttl=self.result_ttl,
+            event=FailedEvent(code=code, message=message),
+            fields={"finished_at": _now(), "worker_id": worker_id, "error": error.model_dump_json()},
+        )
+        return result == JobStatus.FAILED.value
+
+    def mark_canceled(self, job_id: str, step: int | None) -> bool:
+        """End a running job `canceled` (its cancel was requested); False when it had already ended."""
+        result = self._run_transition(
+            job_id,
+            allowed=(JobStatus.RUNNING,),
+            new=JobStatus.CANCELED,
+            ttl=self.result_ttl,
+            event=CanceledEvent(step=step),
+            fields={"finished_at": _now()},
+        )
+        return result == JobStatus.CANCELED.value
+
+    # --- reads ----------------------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
         """The job's record, or None when unknown or expired."""
@@ -65,77 +233,76 @@ class JobStore:
             return None
         return self._job_from_fields({k.decode(): v.decode() for k, v in raw.items()})
 
-    def mark_running(self, job_id: str, worker_id: str, total_steps: int) -> None:
-        """The worker has started the job."""
-        key = keys.job_key(job_id)
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "status": JobStatus.RUNNING.value,
-                "started_at": _now(),
-                "worker_id": worker_id,
-                "step": 0,
-                "total": total_steps,
-            },
-        )
-        pipe.expire(key, self.job_timeout + self.result_ttl)
-        pipe.execute()
-
-    def set_progress(self, job_id: str, step: int, total: int) -> None:
-        """Record that `step` of `total` denoising steps are done."""
-        self.redis.hset(keys.job_key(job_id), mapping={"step": step, "total": total})
-
-    def mark_succeeded(self, job_id: str, images: list[bytes]) -> None:
-        """Store the result images and the final record, all expiring after the result TTL."""
-        key = keys.job_key(job_id)
-        pipe = self.redis.pipeline()
-        for index, data in enumerate(images):
-            pipe.set(keys.job_image_key(job_id, index), data, ex=self.result_ttl)
-        pipe.hset(
-            key,
-            mapping={
-                "status": JobStatus.SUCCEEDED.value,
-                "finished_at": _now(),
-                "images": json.dumps([image_url(job_id, i) for i in range(len(images))]),
-            },
-        )
-        pipe.expire(key, self.result_ttl)
-        pipe.execute()
-
-    def mark_failed(self, job_id: str, worker_id: str, code: str, message: str) -> None:
-        """Record a failure with a stable code; the record then expires after the result TTL."""
-        key = keys.job_key(job_id)
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "status": JobStatus.FAILED.value,
-                "finished_at": _now(),
-                "worker_id": worker_id,
-                "error": JobError(code=code, message=message).model_dump_json(),
-            },
-        )
-        pipe.expire(key, self.result_ttl)
-        pipe.execute()
-
     def get_image(self, job_id: str, index: int) -> bytes | None:
         """Bytes of a result image, or None when absent or expired."""
         data = self.redis.get(keys.job_image_key(job_id, index))
         return bytes(data) if data is not None else None
+
+    def work_left(self, job_ids: list[str]) -> list[float]:
+        """For each job, the work it still has to do (all of it while queued; the rest of it while running)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job_key(job_id), ["work", "step", "total"])
+        left = []
+        for work, step, total in pipe.execute():
+            if work is None:
+                continue  # expired or canceled meanwhile
+            done = int(step or 0) / int(total) if total and int(total) else 0.0
+            left.append(float(work) * (1.0 - done))
+        return left
+
+    def read_events(self, job_id: str, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, str, str]]:
+        """Events after stream id `after`, as (id, type, JSON data); waits up to `block_ms` for new ones."""
+        reply = self.redis.xread({keys.job_events_key(job_id): after}, block=block_ms, count=500)
+        return [(i.decode(), f[b"type"].decode(), f[b"data"].decode()) for _, entries in reply for i, f in entries]
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _add_event(self, pipe: Pipeline, job_id: str, event: AnyEvent) -> None:
+        pipe.xadd(
+            keys.job_events_key(job_id),
+            {"type": event.type, "data": event.model_dump_json()},
+            maxlen=self.events_max_len,
+            approximate=True,
+        )
+
+    def _run_transition(
+        self,
+        job_id: str,
+        *,
+        allowed: tuple[JobStatus, ...],
+        new: JobStatus,
+        ttl: int,
+        event: AnyEvent,
+        fields: dict[str, object],
+        client: Pipeline | None = None,
+    ) -> str | None:
+        assert (event.type in TERMINAL_EVENT_TYPES) == new.is_terminal()
+        args: list[object] = [",".join(s.value for s in allowed), new.value, ttl, self.events_max_len, event.type]
+        args.append(event.model_dump_json())
+        for name, value in fields.items():
+            args.extend([name, value])
+        result = self._transition(keys=[keys.job_key(job_id), keys.job_events_key(job_id)], args=args, client=client)
+        if client is not None:
+            return None
+        return result.decode() if result is not None else None
 
     @staticmethod
     def _job_from_fields(fields: dict[str, str]) -> Job:
         error = fields.get("error")
         created = _ts(fields["created_at"])
         assert created is not None
+        status = JobStatus(fields["status"])
+        eta = fields.get("eta")
         return Job(
             id=fields["id"],
-            status=JobStatus(fields["status"]),
+            status=status,
             model=fields["model"],
             request=GenerateRequest.model_validate_json(fields["request"]),
             seed=int(fields["seed"]),
             progress=Progress(step=int(fields.get("step", 0)), total=int(fields.get("total", 0))),
+            eta_seconds=float(eta) if eta is not None and status is JobStatus.RUNNING else None,
+            cancel_requested="cancel_requested" in fields,
             timings=Timings(
                 created_at=created,
                 started_at=_ts(fields.get("started_at")),

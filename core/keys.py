@@ -33,3 +33,8 @@ def workers_key() -> str:
 def queue_name(model: str) -> str:
     """Name of the RQ queue of one model (RQ stores it under its own `rq:queue:` prefix)."""
     return f"{PREFIX}.{model}"
+
+
+def model_stats_key(model: str) -> str:
+    """Hash of a model's recent measured speed (seconds per unit of work), for queue ETAs."""
+    return f"{PREFIX}:model:{model}:stats"

@@ -78,6 +78,7 @@ class GenerateRequest(BaseModel):
     num_images: int = Field(default=1, ge=1, le=8)
     output_format: OutputFormat = OutputFormat.PNG
     model: str | None = Field(default=None, min_length=1, max_length=100, description="Absent: the default model.")
+    preview_every: int = Field(default=0, ge=0, le=150, description="0: no previews; k: a preview every k steps.")
 
     _check_width = field_validator("width")(_multiple_of_8)
     _check_height = field_validator("height")(_multiple_of_8)
@@ -126,6 +127,9 @@ class Job(BaseModel):
     request: GenerateRequest
     seed: int
     queue_position: int | None = Field(default=None, description="Jobs ahead of this one, while queued.")
+    start_eta_seconds: float | None = Field(default=None, description="While queued: predicted seconds until start.")
+    eta_seconds: float | None = Field(default=None, description="Predicted seconds until finished (queued, running).")
+    cancel_requested: bool = False
     progress: Progress
     timings: Timings
     images: list[str] = Field(default_factory=list, description="URLs of the result images, once succeeded.")

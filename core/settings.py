@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     queue_ttl_seconds: int = Field(default=3600, gt=0)
     job_timeout_seconds: int = Field(default=600, gt=0)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
-    progress_interval_seconds: float = Field(default=0.1, ge=0)
+    step_events_per_second: float = Field(default=10.0, gt=0)  # step events (and progress writes) per job
+    events_max_len: int = Field(default=1000, ge=100)  # cap of each job's event stream
+    sse_ping_seconds: float = Field(default=15.0, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
     worker_id: str | None = None
     log_level: str = "INFO"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from core.settings import Settings, get_settings
 from service.errors import install_error_handlers
 from service.guards import RequestGuard
-from service.routes import generate, health, jobs, models
+from service.routes import events, generate, health, jobs, models
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,7 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # health_check_interval keeps pooled connections honest after a Redis restart.
     app.state.redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
-    for router in (generate.router, jobs.router, models.router, health.router):
+    # Event streams block in XREAD; the async client keeps them off the request thread pool.
+    app.state.async_redis = AsyncRedis.from_url(settings.redis_url, health_check_interval=30)
+    for router in (generate.router, jobs.router, events.router, models.router, health.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, json_paths=frozenset({"/generate"}))

@@ -27,12 +27,7 @@ def get_job_store(
     redis: Annotated[Redis, Depends(get_redis)], settings: Annotated[Settings, Depends(get_app_settings)]
 ) -> JobStore:
     """The job store over the app's Redis."""
-    return JobStore(
-        redis,
-        result_ttl=settings.result_ttl_seconds,
-        queue_ttl=settings.queue_ttl_seconds,
-        job_timeout=settings.job_timeout_seconds,
-    )
+    return JobStore.from_settings(redis, settings)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -31,7 +31,6 @@ def settings(cache_dir: Path) -> Settings:
         model="tiny",
         cache_dir=cache_dir,
         heartbeat_seconds=1.0,
-        progress_interval_seconds=0.0,
         warmup_steps=1,
     )
 
@@ -53,9 +52,4 @@ def redis_client() -> Iterator[Redis]:
 @pytest.fixture
 def store(redis_client: Redis, settings: Settings) -> JobStore:
     """A job store over the test Redis."""
-    return JobStore(
-        redis_client,
-        result_ttl=settings.result_ttl_seconds,
-        queue_ttl=settings.queue_ttl_seconds,
-        job_timeout=settings.job_timeout_seconds,
-    )
+    return JobStore.from_settings(redis_client, settings)

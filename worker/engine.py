@@ -1,20 +1,24 @@
-"""The job lifecycle inside a worker: mark running, generate, encode, store, or fail with a stable code."""
+"""The job lifecycle inside a worker: start, generate, encode, store; or cancel, or fail with a stable code."""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 
+from core.eta import job_work
 from core.jobs import JobStore
 from core.schemas import GenerateRequest, LimitExceededError, check_limits
 from core.settings import Settings
+from core.speed import record_speed
 from worker.encoding import encode_image
 from worker.generation import generate_images
 from worker.loading import LoadedModel
+from worker.previews import latent_family
+from worker.progress import StepReporter
+from worker.samplers import denoising_iterations
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +32,6 @@ def error_code(exc: BaseException) -> str:
     return "internal"
 
 
-class ProgressWriter:
-    """Writes step progress to the job record at most once per interval, and always the last step."""
-
-    def __init__(self, store: JobStore, job_id: str, interval: float) -> None:
-        self.store = store
-        self.job_id = job_id
-        self.interval = interval
-        self._last = float("-inf")
-
-    def __call__(self, step: int, total: int) -> None:
-        now = time.monotonic()
-        if step >= total or now - self._last >= self.interval:
-            self._last = now
-            self.store.set_progress(self.job_id, step, total)
-
-
 class GenerationEngine:
     """Owns the resident pipeline and runs jobs on it, one at a time, in the worker's main thread."""
 
@@ -52,7 +40,10 @@ class GenerationEngine:
         self.store = store
         self.settings = settings
         self.worker_id = worker_id
+        self.model_name = settings.served_model_name()
         self.base_scheduler_config: dict[str, Any] = dict(model.pipeline.scheduler.config)
+        vae_config = model.pipeline.vae.config
+        self.latent_family = latent_family(vae_config.scaling_factor, vae_config.latent_channels)
         self.busy = False
 
     def warm_up(self) -> None:
@@ -70,18 +61,40 @@ class GenerationEngine:
         try:
             request = GenerateRequest.model_validate(payload)
             check_limits(request, max_pixels=self.settings.max_pixels)
-            self.store.mark_running(job_id, self.worker_id, request.steps)
-            started = time.perf_counter()
-            progress = ProgressWriter(self.store, job_id, self.settings.progress_interval_seconds)
-            images = generate_images(self.model.pipeline, self.base_scheduler_config, request, progress)
-            encoded = [encode_image(image, request.output_format) for image in images]
-            self.store.mark_succeeded(job_id, encoded)
-            log.info("job %s succeeded: %d images in %.2fs", job_id, len(encoded), time.perf_counter() - started)
+            total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
+            if not self.store.start(job_id, self.worker_id, total):
+                log.info("job %s skipped: no longer queued (canceled)", job_id)
+                return
+            self._generate(job_id, request)
         except Exception as exc:
             code = error_code(exc)
             log.exception("job %s failed (%s)", job_id, code)
             self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
-            if code == "out_of_memory" and self.model.device.type == "cuda":
-                torch.cuda.empty_cache()
+            if code == "out_of_memory":
+                self._release_memory()
         finally:
             self.busy = False
+
+    def _generate(self, job_id: str, request: GenerateRequest) -> None:
+        reporter = StepReporter(
+            self.store,
+            job_id,
+            events_per_second=self.settings.step_events_per_second,
+            preview_every=request.preview_every,
+            latent_family=self.latent_family,
+        )
+        images = generate_images(self.model.pipeline, self.base_scheduler_config, request, reporter)
+        if reporter.canceled:
+            del images
+            self._release_memory()
+            self.store.mark_canceled(job_id, reporter.last_step)
+            log.info("job %s canceled at step %d", job_id, reporter.last_step)
+            return
+        record_speed(self.store.redis, self.model_name, reporter.denoise_seconds, job_work(request))
+        encoded = [encode_image(image, request.output_format) for image in images]
+        if self.store.mark_succeeded(job_id, encoded):
+            log.info("job %s succeeded: %d images in %.2fs", job_id, len(encoded), reporter.denoise_seconds)
+
+    def _release_memory(self) -> None:
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()

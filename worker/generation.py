@@ -1,4 +1,4 @@
-"""Running one request through the resident pipeline: sampler, per-image seeds, progress hook."""
+"""Running one request through the resident pipeline: sampler, per-image seeds, the step hook."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 from core.schemas import GenerateRequest
 from worker.samplers import build_scheduler
 
-# Called after each denoising step with (steps done, total steps).
-StepHook = Callable[[int, int], None]
+# Called after each denoising iteration with (iterations done, total, latents); returns True to stop the run.
+StepHook = Callable[[int, int, torch.Tensor], bool]
 
 
 def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
@@ -27,12 +27,16 @@ def generate_images(
     request: GenerateRequest,
     on_step: StepHook | None = None,
 ) -> list[Image.Image]:
-    """Generate the request's images with its sampler and seeds, exactly as a plain diffusers call would."""
+    """Generate the request's images with its sampler and seeds, exactly as a plain diffusers call would.
+
+    When `on_step` returns True the denoising loop stops at that step boundary (diffusers' interrupt flag); the
+    images returned then are not meant to be used.
+    """
     pipeline.scheduler = build_scheduler(request.sampler, base_scheduler_config)
 
     def step_end(pipe: DiffusionPipeline, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        if on_step is not None:
-            on_step(step_index + 1, pipe.num_timesteps)
+        if on_step is not None and on_step(step_index + 1, pipe.num_timesteps, callback_kwargs["latents"]):
+            pipe._interrupt = True  # the one place a private attribute is touched: diffusers' documented stop
         return callback_kwargs
 
     with torch.inference_mode():

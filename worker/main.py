@@ -56,12 +56,7 @@ def run_worker(settings: Settings) -> None:
     worker_id = settings.worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     model_name = settings.served_model_name()
     redis = Redis.from_url(settings.redis_url)
-    store = JobStore(
-        redis,
-        result_ttl=settings.result_ttl_seconds,
-        queue_ttl=settings.queue_ttl_seconds,
-        job_timeout=settings.job_timeout_seconds,
-    )
+    store = JobStore.from_settings(redis, settings)
 
     loaded = load_model(settings)
     engine = GenerationEngine(loaded, store, settings, worker_id)

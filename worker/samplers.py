@@ -54,3 +54,10 @@ def supported_samplers(base_config: Mapping[str, Any]) -> list[Sampler]:
             continue
         supported.append(sampler)
     return supported
+
+
+def denoising_iterations(sampler: Sampler, base_config: Mapping[str, Any], steps: int) -> int:
+    """How many UNet iterations (and step callbacks) `steps` steps of `sampler` take: 2*steps - 1 for Heun."""
+    scheduler = build_scheduler(sampler, base_config)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)

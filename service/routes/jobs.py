@@ -1,20 +1,23 @@
-"""`GET /jobs/{id}` and its images."""
+"""`GET /jobs/{id}`, its images, and `DELETE /jobs/{id}` (cancel)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from core.queueing import model_queue, queue_position
+from core.jobs import CancelOutcome
+from core.queueing import model_queue
 from core.schemas import ErrorResponse, Job, JobStatus
 from service.deps import JobStoreDep, RedisDep
 from service.errors import ApiError
+from service.queue_view import with_queue_view
 
 router = APIRouter(tags=["jobs"])
 
 _NOT_FOUND = {404: {"model": ErrorResponse}}
 
 
-def _find(store: JobStoreDep, job_id: str) -> Job:
+def find_job(store: JobStoreDep, job_id: str) -> Job:
+    """The job, or a 404 in the API's error shape."""
     job = store.get(job_id) if len(job_id) <= 64 else None
     if job is None:
         raise ApiError(404, f"no job {job_id!r} (unknown, or expired after its result TTL)")
@@ -23,11 +26,32 @@ def _find(store: JobStoreDep, job_id: str) -> Job:
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=_NOT_FOUND)
 def get_job(job_id: str, store: JobStoreDep, redis: RedisDep) -> Job:
-    """The job's status, progress, timings, seed, image URLs or error."""
-    job = _find(store, job_id)
-    if job.status is JobStatus.QUEUED:
-        job.queue_position = queue_position(model_queue(redis, job.model), job.id)
-    return job
+    """The job's status, queue position and ETA, progress, timings, seed, image URLs or error."""
+    job = find_job(store, job_id)
+    return with_queue_view(job, redis, store) if job.status is JobStatus.QUEUED else job
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=Job,
+    responses={
+        202: {"model": Job, "description": "Running: it stops at the next step."},
+        409: {"model": ErrorResponse},
+        **_NOT_FOUND,
+    },
+)
+def cancel_job(job_id: str, store: JobStoreDep, redis: RedisDep, response: Response) -> Job:
+    """Cancel: a queued job leaves the queue at once (200); a running one stops at its next step (202)."""
+    job = find_job(store, job_id)
+    outcome = store.cancel(job_id, model_queue(redis, job.model).key)
+    if outcome is CancelOutcome.UNKNOWN:
+        raise ApiError(404, f"no job {job_id!r} (unknown, or expired after its result TTL)")
+    current = find_job(store, job_id)
+    if outcome is CancelOutcome.FINISHED:
+        raise ApiError(409, f"job {job_id} already ended ({current.status.value}); nothing to cancel")
+    if outcome is CancelOutcome.REQUESTED:
+        response.status_code = 202
+    return current
 
 
 @router.get(
@@ -37,7 +61,7 @@ def get_job(job_id: str, store: JobStoreDep, redis: RedisDep) -> Job:
 )
 def get_image(job_id: str, index: int, store: JobStoreDep) -> Response:
     """The bytes of the job's `index`-th image, once the job has succeeded."""
-    job = _find(store, job_id)
+    job = find_job(store, job_id)
     if job.status is not JobStatus.SUCCEEDED:
         raise ApiError(404, f"job {job_id} has no images yet (status {job.status.value})")
     data = store.get_image(job_id, index) if 0 <= index < len(job.images) else None

@@ -93,8 +93,8 @@ def test_image_404_while_not_ready_then_served(client: TestClient, store: JobSto
     assert response.status_code == 404
     assert "no images yet" in response.json()["error"]["message"]
 
-    store.mark_running(job_id, "w", 3)
-    store.mark_succeeded(job_id, [b"RIFF-webp-bytes"])
+    assert store.start(job_id, "w", 3)
+    assert store.mark_succeeded(job_id, [b"RIFF-webp-bytes"])
     response = client.get(f"/jobs/{job_id}/images/0")
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/webp"

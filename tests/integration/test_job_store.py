@@ -26,17 +26,18 @@ def test_record_transitions_queued_running_succeeded(redis_client: Redis, store:
     assert store.get("job1") == created
     _assert_every_key_expires(redis_client, store.queue_ttl + store.job_timeout + store.result_ttl)
 
-    store.mark_running("job1", "worker-a", total_steps=10)
+    assert store.start("job1", "worker-a", total_steps=10)
     running = store.get("job1")
     assert running.status is JobStatus.RUNNING
     assert running.worker_id == "worker-a"
     assert running.timings.started_at is not None
     assert running.timings.started_at >= running.timings.created_at
 
-    store.set_progress("job1", 4, 10)
+    assert store.report_step("job1", 4, 10, eta_seconds=1.5, event=None) is False
     assert store.get("job1").progress.fraction == 0.4
+    assert store.get("job1").eta_seconds == 1.5
 
-    store.mark_succeeded("job1", [b"first", b"second"])
+    assert store.mark_succeeded("job1", [b"first", b"second"])
     done = store.get("job1")
     assert done.status is JobStatus.SUCCEEDED
     assert done.images == ["/jobs/job1/images/0", "/jobs/job1/images/1"]
@@ -45,6 +46,7 @@ def test_record_transitions_queued_running_succeeded(redis_client: Redis, store:
     assert store.get_image("job1", 2) is None
     assert _all_keys(redis_client) == [
         keys.job_key("job1"),
+        keys.job_events_key("job1"),
         keys.job_image_key("job1", 0),
         keys.job_image_key("job1", 1),
     ]

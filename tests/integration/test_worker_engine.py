@@ -11,7 +11,7 @@ from redis import Redis
 from core.jobs import JobStore
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
-from worker.engine import GenerationEngine, ProgressWriter, error_code
+from worker.engine import GenerationEngine, error_code
 from worker.loading import load_model
 
 
@@ -68,15 +68,3 @@ def test_error_codes() -> None:
     assert error_code(MemoryError()) == "out_of_memory"
     assert error_code(ValueError("height must be divisible by 8")) == "invalid_request"
     assert error_code(RuntimeError("boom")) == "internal"
-
-
-def test_progress_writes_are_rate_limited_but_keep_the_last_step(store: JobStore) -> None:
-    store.create("p", "tiny", GenerateRequest(prompt="x", seed=1, steps=50))
-    writes: list[tuple[int, int]] = []
-    original = store.set_progress
-    store.set_progress = lambda job_id, step, total: (writes.append((step, total)), original(job_id, step, total))
-    writer = ProgressWriter(store, "p", interval=3600)
-    for step in range(1, 51):
-        writer(step, 50)
-    assert writes == [(1, 50), (50, 50)]
-    assert store.get("p").progress.step == 50

@@ -68,7 +68,9 @@ def test_worker_matches_plain_diffusers(worker_model, reference_pipeline, sample
     )
     base_config = dict(worker_model.pipeline.scheduler.config)
     steps_seen: list[tuple[int, int]] = []
-    images = generate_images(worker_model.pipeline, base_config, request, lambda s, t: steps_seen.append((s, t)))
+    images = generate_images(
+        worker_model.pipeline, base_config, request, lambda s, t, latents: steps_seen.append((s, t)) is not None
+    )
     # Through the worker's PNG encoding, as a client receives them.
     decoded = [np.asarray(Image.open(io.BytesIO(encode_image(im, OutputFormat.PNG)))) for im in images]
     expected = _reference_images(reference_pipeline, request)

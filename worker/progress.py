@@ -1,0 +1,61 @@
+"""Per-job step reporting from inside the denoising loop: progress, step events, previews, cancel checks."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from core.events import StepEvent
+from core.jobs import JobStore
+from worker.previews import preview_event
+
+
+class StepReporter:
+    """The step hook of one job. Step events and progress writes are coalesced to `events_per_second` (the last
+    step always goes out); previews go out every `preview_every` steps; a requested cancel is seen at every step.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        *,
+        events_per_second: float,
+        preview_every: int,
+        latent_family: str | None,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.min_interval = 1.0 / events_per_second
+        self.preview_every = preview_every
+        self.latent_family = latent_family
+        self.started = time.monotonic()
+        self._last_step_at = self.started
+        self._last_event_at = float("-inf")
+        self.last_step = 0
+        self.canceled = False
+
+    def __call__(self, step: int, total: int, latents: torch.Tensor) -> bool:
+        now = time.monotonic()
+        step_seconds = now - self._last_step_at
+        self._last_step_at = now
+        self.last_step = step
+        elapsed = now - self.started
+        if self.preview_every and step % self.preview_every == 0:
+            self.store.publish(self.job_id, preview_event(latents, self.latent_family, step))
+        if step >= total or now - self._last_event_at >= self.min_interval:
+            self._last_event_at = now
+            eta = elapsed / step * (total - step)
+            event = StepEvent(
+                step=step, total=total, step_seconds=step_seconds, elapsed_seconds=elapsed, eta_seconds=eta
+            )
+            self.canceled = self.store.report_step(self.job_id, step, total, eta, event)
+        else:
+            self.canceled = self.store.cancel_requested(self.job_id)
+        return self.canceled
+
+    @property
+    def denoise_seconds(self) -> float:
+        """Time from the start of the run to the last step seen."""
+        return self._last_step_at - self.started
