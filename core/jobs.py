@@ -163,6 +163,11 @@ class JobStore:
         )
         return started == JobStatus.RUNNING.value
 
+    def created_at(self, job_id: str) -> float | None:
+        """When the job was accepted (epoch seconds), or None when unknown."""
+        value = self.redis.hget(keys.job_key(job_id), "created_at")
+        return float(value) if value is not None else None
+
     def report_step(self, job_id: str, step: int, total: int, eta_seconds: float, event: AnyEvent | None) -> bool:
         """Record progress (and publish `event`, if any); returns True when a cancel has been requested."""
         pipe = self.redis.pipeline(transaction=False)

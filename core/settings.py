@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
     worker_id: str | None = None
+    metrics_host: str = "0.0.0.0"  # the worker's /metrics, /healthz and /readyz
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
     log_level: str = "INFO"
 
     def served_model_name(self) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client.registry import CollectorRegistry
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from core.settings import Settings, get_settings
 from service.errors import install_error_handlers
 from service.guards import RequestGuard
+from service.metrics import HttpMetrics, RedisStateCollector, metrics_response
 from service.routes import events, generate, health, jobs, models
 
 
@@ -29,4 +31,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, json_paths=frozenset({"/generate"}))
+    app.add_middleware(HttpMetrics)  # outermost: it sees the guard's refusals too
+
+    registry = CollectorRegistry()  # no auto-describe: registering must not touch Redis
+    registry.register(RedisStateCollector(app.state.redis))
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        return metrics_response(registry)
+
     return app

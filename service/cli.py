@@ -17,9 +17,11 @@ from core.settings import Settings
 def _run_api(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    from core.logs import configure_logging
     from service.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    configure_logging(settings.log_level, "api")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, log_level=settings.log_level.lower())
 
 
 def _run_worker(settings: Settings) -> None:

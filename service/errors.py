@@ -32,13 +32,18 @@ _CODES = {
 }
 
 
+def error_code_for_status(status: int) -> str:
+    """The error code the API uses for an HTTP status."""
+    return _CODES.get(status, "internal" if status >= 500 else "error")
+
+
 class ApiError(Exception):
     """An error a handler raises to answer with a given status and code."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code or _CODES.get(status, "error")
+        self.code = code or error_code_for_status(status)
         self.message = message
         self.details = details
 
@@ -94,7 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        response = error_response(exc.status_code, _CODES.get(exc.status_code, "error"), message)
+        response = error_response(exc.status_code, error_code_for_status(exc.status_code), message)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response

@@ -13,6 +13,7 @@ from core.schemas import SEED_MAX, GenerateRequest, Job, check_limits
 from core.settings import Settings
 from core.workers import live_workers
 from service.errors import ApiError
+from service.metrics import JOBS_SUBMITTED
 
 
 def known_models(redis: Redis, settings: Settings) -> list[str]:
@@ -48,4 +49,5 @@ def submit(request: GenerateRequest, redis: Redis, store: JobStore, settings: Se
         pipeline=pipe,
     )
     pipe.execute()
+    JOBS_SUBMITTED.labels(model).inc()
     return job

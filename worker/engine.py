@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import torch
@@ -10,15 +11,19 @@ from pydantic import ValidationError
 
 from core.eta import job_work
 from core.jobs import JobStore
+from core.logs import bound_job
 from core.schemas import GenerateRequest, LimitExceededError, check_limits
 from core.settings import Settings
 from core.speed import record_speed
+from worker import metrics
 from worker.encoding import encode_image
 from worker.generation import generate_images
+from worker.health import WorkerState, WorkerStatus
 from worker.loading import LoadedModel
 from worker.previews import latent_family
 from worker.progress import StepReporter
 from worker.samplers import denoising_iterations
+from worker.timing import DeviceClock, PhaseTimer, PipelineTimers
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +40,19 @@ def error_code(exc: BaseException) -> str:
 class GenerationEngine:
     """Owns the resident pipeline and runs jobs on it, one at a time, in the worker's main thread."""
 
-    def __init__(self, model: LoadedModel, store: JobStore, settings: Settings, worker_id: str) -> None:
+    def __init__(
+        self, model: LoadedModel, store: JobStore, settings: Settings, worker_id: str, status: WorkerStatus
+    ) -> None:
         self.model = model
         self.store = store
         self.settings = settings
         self.worker_id = worker_id
+        self.status = status
         self.model_name = settings.served_model_name()
         self.base_scheduler_config: dict[str, Any] = dict(model.pipeline.scheduler.config)
         vae_config = model.pipeline.vae.config
         self.latent_family = latent_family(vae_config.scaling_factor, vae_config.latent_channels)
-        self.busy = False
+        self.timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
 
     def warm_up(self) -> None:
         """One short generation at the model's native size, so the first request pays no start-up cost."""
@@ -57,25 +65,36 @@ class GenerationEngine:
 
     def run(self, job_id: str, payload: dict[str, Any]) -> None:
         """Run one queued job to a terminal state; any failure is recorded on the job, never raised."""
-        self.busy = True
-        try:
-            request = GenerateRequest.model_validate(payload)
-            check_limits(request, max_pixels=self.settings.max_pixels)
-            total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
-            if not self.store.start(job_id, self.worker_id, total):
-                log.info("job %s skipped: no longer queued (canceled)", job_id)
-                return
-            self._generate(job_id, request)
-        except Exception as exc:
-            code = error_code(exc)
-            log.exception("job %s failed (%s)", job_id, code)
-            self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
-            if code == "out_of_memory":
-                self._release_memory()
-        finally:
-            self.busy = False
+        self.status.state = WorkerState.BUSY
+        metrics.WORKER_BUSY.labels(self.model_name).set(1)
+        with bound_job(job_id):
+            try:
+                outcome = self._run(job_id, payload)
+            except Exception as exc:
+                outcome = "failed"
+                code = error_code(exc)
+                log.exception("job failed", extra={"code": code})
+                self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
+                if code == "out_of_memory":
+                    self._release_memory()
+            finally:
+                self.timers.stop()
+                self.status.state = WorkerState.READY
+                metrics.WORKER_BUSY.labels(self.model_name).set(0)
+        metrics.JOBS.labels(self.model_name, outcome).inc()
 
-    def _generate(self, job_id: str, request: GenerateRequest) -> None:
+    def _run(self, job_id: str, payload: dict[str, Any]) -> str:
+        request = GenerateRequest.model_validate(payload)
+        check_limits(request, max_pixels=self.settings.max_pixels)
+        total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
+        created_at = self.store.created_at(job_id)
+        if not self.store.start(job_id, self.worker_id, total):
+            log.info("job skipped: no longer queued (canceled)")
+            return "skipped"
+        if created_at is not None:
+            self._observe("queue_wait", time.time() - created_at)
+
+        timer = self.timers.start()
         reporter = StepReporter(
             self.store,
             job_id,
@@ -83,17 +102,48 @@ class GenerationEngine:
             preview_every=request.preview_every,
             latent_family=self.latent_family,
         )
-        images = generate_images(self.model.pipeline, self.base_scheduler_config, request, reporter)
+
+        def on_step(step: int, total: int, latents: torch.Tensor) -> bool:
+            timer.step_done()
+            return reporter(step, total, latents)
+
+        metrics.BATCH_SIZE.labels(self.model_name).observe(request.num_images)
+        images = generate_images(self.model.pipeline, self.base_scheduler_config, request, on_step)
+        self.timers.stop()
+        denoise_seconds = self._observe_device_time(timer)
         if reporter.canceled:
             del images
             self._release_memory()
             self.store.mark_canceled(job_id, reporter.last_step)
-            log.info("job %s canceled at step %d", job_id, reporter.last_step)
-            return
-        record_speed(self.store.redis, self.model_name, reporter.denoise_seconds, job_work(request))
+            log.info("job canceled", extra={"step": reporter.last_step})
+            return "canceled"
+
+        record_speed(self.store.redis, self.model_name, denoise_seconds, job_work(request))
+        started = time.perf_counter()
         encoded = [encode_image(image, request.output_format) for image in images]
-        if self.store.mark_succeeded(job_id, encoded):
-            log.info("job %s succeeded: %d images in %.2fs", job_id, len(encoded), reporter.denoise_seconds)
+        self._observe("image_encode", time.perf_counter() - started)
+        started = time.perf_counter()
+        stored = self.store.mark_succeeded(job_id, encoded)
+        self._observe("store", time.perf_counter() - started)
+        if not stored:
+            return "canceled"  # it was canceled between its last step and now
+        metrics.IMAGES.labels(self.model_name).inc(len(encoded))
+        log.info("job succeeded", extra={"images": len(encoded)})
+        return "succeeded"
+
+    def _observe_device_time(self, timer: PhaseTimer) -> float:
+        """Record each step and phase of the pipeline call; returns the denoising time."""
+        step_histogram = metrics.DENOISE_STEP_SECONDS.labels(self.model_name)
+        for seconds in timer.step_seconds():
+            step_histogram.observe(seconds)
+        phases = timer.phase_seconds()
+        for phase, seconds in phases.items():
+            self._observe(phase, seconds)
+        return phases.get("denoise", 0.0)
+
+    def _observe(self, phase: str, seconds: float) -> None:
+        metrics.JOB_PHASE_SECONDS.labels(self.model_name, phase).observe(seconds)
+        log.info("phase done", extra={"phase": phase, "seconds": round(seconds, 6)})
 
     def _release_memory(self) -> None:
         if self.model.device.type == "cuda":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 
 from core.settings import Settings
 from worker.tiny import ensure_tiny_pipeline
@@ -42,10 +43,20 @@ def pick_dtype(setting: str | None, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+# The trained demo model ships inside the package (tools/train_demo_model.py made it).
+DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
+
+
 def resolve_source(model: str, cache_dir: Path) -> str:
     """What `from_pretrained` / `from_single_file` should open for `model`."""
     if model == "tiny":
         return str(ensure_tiny_pipeline(cache_dir))
+    if model == "demo":
+        if not (DEMO_MODEL_DIR / "model_index.json").exists():
+            raise FileNotFoundError(
+                f"the demo model is missing from {DEMO_MODEL_DIR}; train it with tools/train_demo_model.py"
+            )
+        return str(DEMO_MODEL_DIR)
     return model
 
 
@@ -56,6 +67,7 @@ def load_model(settings: Settings) -> LoadedModel:
     source = resolve_source(settings.model, settings.cache_dir)
     path = Path(source).expanduser()
     log.info("loading model %s from %s on %s as %s", settings.model, source, device, dtype)
+    diffusers_logging.disable_progress_bar()  # progress belongs in job events and metrics, not on stderr
     pipeline: DiffusionPipeline
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
         pipeline = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -13,12 +14,14 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from core.jobs import JobStore
+from core.logs import configure_logging
 from core.queueing import model_queue
 from core.schemas import WorkerInfo
 from core.settings import Settings
 from core.workers import publish_worker, remove_worker
-from worker import tasks
+from worker import metrics, tasks
 from worker.engine import GenerationEngine
+from worker.health import WorkerState, WorkerStatus, serve_health
 from worker.loading import load_model
 from worker.samplers import supported_samplers
 
@@ -28,17 +31,17 @@ log = logging.getLogger(__name__)
 class Heartbeat(threading.Thread):
     """Refreshes the worker's registry record every `interval` seconds until stopped."""
 
-    def __init__(self, redis: Redis, info: WorkerInfo, engine: GenerationEngine, interval: float) -> None:
+    def __init__(self, redis: Redis, info: WorkerInfo, status: WorkerStatus, interval: float) -> None:
         super().__init__(name="imagegen-heartbeat", daemon=True)
         self.redis = redis
         self.info = info
-        self.engine = engine
+        self.status = status
         self.interval = interval
         self.stopped = threading.Event()
 
     def beat(self) -> None:
         """Publish the record once, with the current state."""
-        self.info.state = "busy" if self.engine.busy else "ready"
+        self.info.state = self.status.state.value.lower()
         self.info.heartbeat_at = datetime.now(UTC)
         publish_worker(self.redis, self.info, self.interval)
 
@@ -52,15 +55,28 @@ class Heartbeat(threading.Thread):
 
 def run_worker(settings: Settings) -> None:
     """Serve `settings.model` until SIGTERM/SIGINT (the current job is finished first)."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     model_name = settings.served_model_name()
+    status = WorkerStatus()
+    if settings.metrics_port:
+        server = serve_health(status, settings.metrics_host, settings.metrics_port)
+        log.info("metrics and health on port %d", server.server_address[1])
     redis = Redis.from_url(settings.redis_url)
     store = JobStore.from_settings(redis, settings)
 
-    loaded = load_model(settings)
-    engine = GenerationEngine(loaded, store, settings, worker_id)
-    engine.warm_up()
+    started = time.perf_counter()
+    try:
+        loaded = load_model(settings)
+        engine = GenerationEngine(loaded, store, settings, worker_id, status)
+        engine.warm_up()
+    except Exception as exc:
+        status.state, status.detail = WorkerState.FAILED, f"{type(exc).__name__}: {exc}"
+        log.exception("worker failed to load model %s", settings.model)
+        raise SystemExit(1) from exc
+    metrics.MODEL_LOAD_SECONDS.labels(model_name).set(time.perf_counter() - started)
+    metrics.WORKER_BUSY.labels(model_name).set(0)
+    metrics.register_gpu_memory(loaded.device)
     tasks.install_engine(engine)
 
     now = datetime.now(UTC)
@@ -75,7 +91,8 @@ def run_worker(settings: Settings) -> None:
         started_at=now,
         heartbeat_at=now,
     )
-    heartbeat = Heartbeat(redis, info, engine, settings.heartbeat_seconds)
+    status.state = WorkerState.READY
+    heartbeat = Heartbeat(redis, info, status, settings.heartbeat_seconds)
     heartbeat.beat()
     heartbeat.start()
     log.info("worker %s ready: model %s on %s", worker_id, model_name, loaded.device)

@@ -73,7 +73,10 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = Process(["api", "--port", str(self.port)], env, tmp / "api.log")
-        self.worker = Process(["worker"], {**env, **(worker_env or {})}, tmp / "worker.log")
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        worker_env = {"IMAGEGEN_METRICS_PORT": str(self.metrics_port), **(worker_env or {})}
+        self.worker = Process(["worker"], {**env, **worker_env}, tmp / "worker.log")
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def wait_ready(self, timeout: float = 120) -> None:

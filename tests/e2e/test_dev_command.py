@@ -20,6 +20,7 @@ def test_dev_starts_embedded_redis_and_serves_a_generation(cache_dir: Path, tmp_
         "IMAGEGEN_CACHE_DIR": str(cache_dir),
         "IMAGEGEN_MODEL": "tiny",
         "IMAGEGEN_WARMUP_STEPS": "1",
+        "IMAGEGEN_METRICS_PORT": str(free_port()),
     }
     dev = Process(["dev", "--port", str(port)], env, tmp_path / "dev.log")
     url = f"http://127.0.0.1:{port}"

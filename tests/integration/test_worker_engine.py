@@ -12,6 +12,7 @@ from core.jobs import JobStore
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
 from worker.engine import GenerationEngine, error_code
+from worker.health import WorkerState, WorkerStatus
 from worker.loading import load_model
 
 
@@ -22,7 +23,8 @@ def loaded(cache_dir):
 
 @pytest.fixture
 def engine(loaded, store: JobStore, settings: Settings) -> GenerationEngine:
-    return GenerationEngine(loaded, store, settings.model_copy(update={"max_pixels": 96 * 96}), "worker-test")
+    limited = settings.model_copy(update={"max_pixels": 96 * 96})
+    return GenerationEngine(loaded, store, limited, "worker-test", WorkerStatus())
 
 
 def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
@@ -42,7 +44,7 @@ def test_job_succeeds_with_images_of_the_requested_format(engine: GenerationEngi
     image = Image.open(io.BytesIO(store.get_image("ok", 1)))
     assert image.format == "JPEG"
     assert image.size == (96, 64)
-    assert not engine.busy
+    assert engine.status.state is WorkerState.READY  # BUSY only while the job ran
 
 
 def test_failure_is_recorded_and_the_next_job_still_runs(

@@ -1,0 +1,73 @@
+"""The committed demo model on its own: plain diffusers loads it, an empty prompt spreads, img2img behaves."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+from tests.demo_colours import picture_colours
+from tools.train_demo_model import draw
+from worker.loading import DEMO_MODEL_DIR
+
+pytestmark = pytest.mark.skipif(
+    not (DEMO_MODEL_DIR / "model_index.json").exists(), reason="demo weights not trained into the package"
+)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> StableDiffusionPipeline:
+    pipeline = StableDiffusionPipeline.from_pretrained(str(DEMO_MODEL_DIR))
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _colours(images) -> list[tuple[str, str | None]]:
+    return [picture_colours(np.asarray(image)) for image in images]
+
+
+def test_loads_with_plain_diffusers(pipe: StableDiffusionPipeline) -> None:
+    assert pipe.vae_scale_factor == 8
+    image = pipe(
+        "a red circle on a blue background",
+        num_inference_steps=10,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(0),
+        height=64,
+        width=64,
+    ).images[0]
+    assert image.size == (64, 64)
+
+
+def test_empty_prompt_spreads_over_the_palette(pipe: StableDiffusionPipeline) -> None:
+    images = pipe(
+        [""] * 16,
+        num_inference_steps=20,
+        guidance_scale=1.0,
+        height=64,
+        width=64,
+        generator=[torch.Generator().manual_seed(500 + i) for i in range(16)],
+    ).images
+    backgrounds = Counter(bg for bg, _ in _colours(images))
+    assert backgrounds.most_common(1)[0][1] <= 8, backgrounds
+
+
+def test_img2img_strength(pipe: StableDiffusionPipeline) -> None:
+    img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
+    import random
+
+    source = draw("circle", "red", "blue", random.Random(1))
+    prompt = "a yellow square on a black background"
+    seeds = [torch.Generator().manual_seed(900 + i) for i in range(4)]
+    low = img2img(
+        [prompt] * 4, image=source, strength=0.2, num_inference_steps=20, guidance_scale=4.0, generator=seeds
+    ).images
+    seeds = [torch.Generator().manual_seed(900 + i) for i in range(4)]
+    high = img2img(
+        [prompt] * 4, image=source, strength=0.95, num_inference_steps=20, guidance_scale=4.0, generator=seeds
+    ).images
+    assert sum(c == ("blue", "red") for c in _colours(low)) >= 3, _colours(low)
+    assert sum(c[0] == "black" for c in _colours(high)) >= 3, _colours(high)
