@@ -66,8 +66,32 @@ class CanceledEvent(BaseModel):
     step: int | None = None
 
 
-AnyEvent = QueuedEvent | StartedEvent | StepEvent | PreviewEvent | SucceededEvent | FailedEvent | CanceledEvent
+class ExpiredEvent(BaseModel):
+    """The job waited in the queue past its queue TTL and will never run."""
+
+    type: Literal["expired"] = "expired"
+
+
+class RequeuedEvent(BaseModel):
+    """The worker running the job was lost; the job is back at the front of its queue."""
+
+    type: Literal["requeued"] = "requeued"
+    attempt: int
+    reason: str
+
+
+AnyEvent = (
+    QueuedEvent
+    | StartedEvent
+    | StepEvent
+    | PreviewEvent
+    | SucceededEvent
+    | FailedEvent
+    | CanceledEvent
+    | ExpiredEvent
+    | RequeuedEvent
+)
 JobEvent = Annotated[AnyEvent, Field(discriminator="type")]
 job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
 
-TERMINAL_EVENT_TYPES = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL_EVENT_TYPES = frozenset({"succeeded", "failed", "canceled", "expired"})

@@ -1,6 +1,6 @@
 """The job record and its event stream in Redis: created by the API, advanced by the worker, read by both.
 
-Every status change is one Lua script (`_TRANSITION`, `_CANCEL`), so a cancel and a worker never both win: a job
+Every status change is one Lua script (`core/job_scripts.py`), so a cancel and a worker never both win: a job
 canceled while queued is never started, and a job that finished is never canceled.
 """
 
@@ -13,54 +13,25 @@ from enum import StrEnum
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import WatchError
+from rq import Queue
 
-from core import keys
+from core import job_scripts, keys
 from core.eta import job_work
 from core.events import (
     TERMINAL_EVENT_TYPES,
     AnyEvent,
     CanceledEvent,
+    ExpiredEvent,
     FailedEvent,
     QueuedEvent,
+    RequeuedEvent,
     StartedEvent,
     SucceededEvent,
 )
+from core.queueing import enqueue_generation
 from core.schemas import GenerateRequest, Job, JobError, JobStatus, Progress, Timings
 from core.settings import Settings
-
-# KEYS: job, events. ARGV: allowed statuses (comma-separated), new status, ttl, events maxlen, event type,
-# event JSON, then field/value pairs to set. Returns the new status, or the status that refused the change
-# (false when the job is unknown).
-_TRANSITION = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
-if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return status end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[5], 'data', ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return ARGV[2]
-"""
-
-# KEYS: job, events, queue list. ARGV: job id, now, ttl, maxlen, canceled event JSON.
-# queued → canceled at once and out of the queue ('dequeued'); running → 'requested'; otherwise the status as is.
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
-if status == 'queued' then
-  redis.call('LREM', KEYS[3], 0, ARGV[1])
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'canceled', 'data', ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  return 'dequeued'
-end
-if status == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-  return 'requested'
-end
-return status
-"""
 
 
 class CancelOutcome(StrEnum):
@@ -96,8 +67,9 @@ class JobStore:
         self.queue_ttl = queue_ttl
         self.job_timeout = job_timeout
         self.events_max_len = events_max_len
-        self._transition = redis.register_script(_TRANSITION)
-        self._cancel = redis.register_script(_CANCEL)
+        self._append = redis.register_script(job_scripts.APPEND)
+        self._transition = redis.register_script(job_scripts.TRANSITION)
+        self._cancel = redis.register_script(job_scripts.CANCEL)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> JobStore:
@@ -112,35 +84,67 @@ class JobStore:
 
     # --- the API's side -------------------------------------------------------------------------------------
 
-    def create(self, job_id: str, model: str, request: GenerateRequest, pipeline: Pipeline | None = None) -> Job:
+    def create(
+        self,
+        job_id: str,
+        model: str,
+        request: GenerateRequest,
+        *,
+        owner: str | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> Job:
         """Write the record and `queued` event of a new job; they live long enough to wait, run and be read."""
         if request.seed is None:
             raise ValueError("assign the seed before creating the job")
-        fields = {
+        now = _now()
+        queue_ttl = self.job_queue_ttl(request)
+        fields: dict[str, object] = {
             "id": job_id,
             "status": JobStatus.QUEUED.value,
             "model": model,
             "request": request.model_dump_json(),
             "seed": request.seed,
-            "created_at": _now(),
+            "created_at": now,
+            "expires_at": now + queue_ttl,
             "step": 0,
             "total": request.steps,
             "work": job_work(request),
+            "attempts": 0,
         }
-        ttl = self.queue_ttl + self.job_timeout + self.result_ttl
+        if request.webhook_url:
+            fields["webhook_url"] = request.webhook_url
+            fields["webhook_events"] = ",".join(request.webhook_events)
+        if owner:
+            fields["owner"] = owner
+            fields["active_key"] = keys.api_key_active_jobs_key(owner)
+        ttl = queue_ttl + self.job_timeout + self.result_ttl
         pipe = pipeline if pipeline is not None else self.redis.pipeline()
         pipe.hset(keys.job_key(job_id), mapping=fields)
         pipe.expire(keys.job_key(job_id), ttl)
+        pipe.zadd(keys.queue_deadlines_key(), {job_id: now + queue_ttl})
+        if owner:
+            pipe.sadd(keys.api_key_active_jobs_key(owner), job_id)
+            pipe.expire(keys.api_key_active_jobs_key(owner), ttl)
         self._add_event(pipe, job_id, QueuedEvent(model=model))
         pipe.expire(keys.job_events_key(job_id), ttl)
         if pipeline is None:
             pipe.execute()
         return self._job_from_fields({k: str(v) for k, v in fields.items()})
 
+    def job_queue_ttl(self, request: GenerateRequest) -> int:
+        """How long a job may wait in the queue: its own `queue_ttl_seconds`, at most the server's."""
+        return min(request.queue_ttl_seconds or self.queue_ttl, self.queue_ttl)
+
     def cancel(self, job_id: str, queue_key: str) -> CancelOutcome:
         """Cancel a job: a queued one at once, a running one at its next step; a finished one is left alone."""
         result = self._cancel(
-            keys=[keys.job_key(job_id), keys.job_events_key(job_id), queue_key],
+            keys=[
+                keys.job_key(job_id),
+                keys.job_events_key(job_id),
+                queue_key,
+                keys.running_jobs_key(),
+                keys.webhook_deliveries_key(),
+            ],
             args=[job_id, _now(), self.result_ttl, self.events_max_len, CanceledEvent().model_dump_json()],
         )
         if result is None:
@@ -163,10 +167,12 @@ class JobStore:
         )
         return started == JobStatus.RUNNING.value
 
-    def created_at(self, job_id: str) -> float | None:
-        """When the job was accepted (epoch seconds), or None when unknown."""
-        value = self.redis.hget(keys.job_key(job_id), "created_at")
-        return float(value) if value is not None else None
+    def queue_times(self, job_id: str) -> tuple[float, float] | None:
+        """(when the job was accepted, when it expires if not started), epoch seconds; None when unknown."""
+        created, expires = self.redis.hmget(keys.job_key(job_id), ["created_at", "expires_at"])
+        if created is None or expires is None:
+            return None
+        return float(created), float(expires)
 
     def report_step(self, job_id: str, step: int, total: int, eta_seconds: float, event: AnyEvent | None) -> bool:
         """Record progress (and publish `event`, if any); returns True when a cancel has been requested."""
@@ -229,6 +235,55 @@ class JobStore:
         )
         return result == JobStatus.CANCELED.value
 
+    def mark_expired(self, job_id: str) -> bool:
+        """End a job that waited in the queue past its queue TTL; False when it was no longer queued."""
+        result = self._run_transition(
+            job_id,
+            allowed=(JobStatus.QUEUED,),
+            new=JobStatus.EXPIRED,
+            ttl=self.result_ttl,
+            event=ExpiredEvent(),
+            fields={"finished_at": _now()},
+        )
+        return result == JobStatus.EXPIRED.value
+
+    def requeue(self, job_id: str, lost_worker: str, queue: Queue, attempt: int, reason: str) -> bool:
+        """Put a running job whose worker was lost back at the front of its queue; False if it moved meanwhile."""
+        key = keys.job_key(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                status, worker_id, request = pipe.hmget(key, ["status", "worker_id", "request"])
+                if status != JobStatus.RUNNING.value.encode() or (worker_id or b"").decode() != lost_worker:
+                    return False
+                pipe.multi()
+                deadline = _now() + self.queue_ttl
+                fields = {"status": JobStatus.QUEUED.value, "worker_id": "", "started_at": "", "step": 0}
+                pipe.hset(key, mapping={**fields, "expires_at": deadline})
+                pipe.zadd(keys.queue_deadlines_key(), {job_id: deadline})
+                pipe.hdel(key, "cancel_requested")
+                pipe.srem(keys.running_jobs_key(), job_id)
+                self._add_event(pipe, job_id, RequeuedEvent(attempt=attempt, reason=reason))
+                enqueue_generation(
+                    queue,
+                    job_id,
+                    GenerateRequest.model_validate_json(request),
+                    queue_ttl=self.queue_ttl + self.job_timeout,
+                    job_timeout=self.job_timeout,
+                    at_front=True,
+                    pipeline=pipe,
+                )
+                pipe.execute()
+            except WatchError:
+                return False
+        return True
+
+    def add_warning(self, job_id: str, warning: str) -> None:
+        """Attach a warning to the job record (e.g. a prompt truncated to the text encoder's window)."""
+        key = keys.job_key(job_id)
+        current = json.loads(self.redis.hget(key, "warnings") or "[]")
+        self.redis.hset(key, "warnings", json.dumps([*current, warning]))
+
     # --- reads ----------------------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
@@ -264,11 +319,10 @@ class JobStore:
     # --- internals ------------------------------------------------------------------------------------------
 
     def _add_event(self, pipe: Pipeline, job_id: str, event: AnyEvent) -> None:
-        pipe.xadd(
-            keys.job_events_key(job_id),
-            {"type": event.type, "data": event.model_dump_json()},
-            maxlen=self.events_max_len,
-            approximate=True,
+        self._append(
+            keys=[keys.job_key(job_id), keys.job_events_key(job_id), keys.webhook_deliveries_key()],
+            args=[self.events_max_len, job_id, event.type, event.model_dump_json()],
+            client=pipe,
         )
 
     def _run_transition(
@@ -283,11 +337,18 @@ class JobStore:
         client: Pipeline | None = None,
     ) -> str | None:
         assert (event.type in TERMINAL_EVENT_TYPES) == new.is_terminal()
-        args: list[object] = [",".join(s.value for s in allowed), new.value, ttl, self.events_max_len, event.type]
+        allowed_csv = ",".join(s.value for s in allowed)
+        args: list[object] = [allowed_csv, new.value, ttl, self.events_max_len, job_id, event.type]
         args.append(event.model_dump_json())
         for name, value in fields.items():
             args.extend([name, value])
-        result = self._transition(keys=[keys.job_key(job_id), keys.job_events_key(job_id)], args=args, client=client)
+        job_keys = [
+            keys.job_key(job_id),
+            keys.job_events_key(job_id),
+            keys.running_jobs_key(),
+            keys.webhook_deliveries_key(),
+        ]
+        result = self._transition(keys=job_keys, args=args, client=client)
         if client is not None:
             return None
         return result.decode() if result is not None else None
@@ -308,6 +369,8 @@ class JobStore:
             progress=Progress(step=int(fields.get("step", 0)), total=int(fields.get("total", 0))),
             eta_seconds=float(eta) if eta is not None and status is JobStatus.RUNNING else None,
             cancel_requested="cancel_requested" in fields,
+            attempts=int(fields.get("attempts", 0)),
+            warnings=json.loads(fields.get("warnings", "[]")),
             timings=Timings(
                 created_at=created,
                 started_at=_ts(fields.get("started_at")),
@@ -316,4 +379,5 @@ class JobStore:
             images=json.loads(fields.get("images", "[]")),
             error=JobError.model_validate_json(error) if error else None,
             worker_id=fields.get("worker_id") or None,
+            owner=fields.get("owner") or None,
         )

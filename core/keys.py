@@ -38,3 +38,38 @@ def queue_name(model: str) -> str:
 def model_stats_key(model: str) -> str:
     """Hash of a model's recent measured speed (seconds per unit of work), for queue ETAs."""
     return f"{PREFIX}:model:{model}:stats"
+
+
+def running_jobs_key() -> str:
+    """Set of the ids of jobs marked running (the reaper checks their workers are alive)."""
+    return f"{PREFIX}:running"
+
+
+def api_key_active_jobs_key(key_id: str) -> str:
+    """Set of an API key's queued and running job ids (its concurrency cap)."""
+    return f"{PREFIX}:apikey:{key_id}:active"
+
+
+def api_key_rate_key(key_id: str, window: int) -> str:
+    """Request counter of an API key in one rate-limit window."""
+    return f"{PREFIX}:apikey:{key_id}:rate:{window}"
+
+
+def idempotency_key(owner: str, key_hash: str) -> str:
+    """Which job an `Idempotency-Key` (hashed, per owner) created, with the hash of its body."""
+    return f"{PREFIX}:idempotency:{owner}:{key_hash}"
+
+
+def webhook_deliveries_key() -> str:
+    """Redis Stream of webhook deliveries to make (read by the API's deliverers as one consumer group)."""
+    return f"{PREFIX}:webhooks"
+
+
+def webhook_retries_key() -> str:
+    """Sorted set of webhook deliveries waiting for a retry, scored by when."""
+    return f"{PREFIX}:webhooks:retry"
+
+
+def queue_deadlines_key() -> str:
+    """Sorted set of queued job ids scored by the time they expire if not started."""
+    return f"{PREFIX}:deadlines"

@@ -26,9 +26,10 @@ def enqueue_generation(
     *,
     queue_ttl: int,
     job_timeout: int,
+    at_front: bool = False,
     pipeline: Pipeline | None = None,
 ) -> None:
-    """Put a validated request on its model's queue under the job's own id."""
+    """Put a validated request on its model's queue under the job's own id (at the front: a retried job)."""
     queue.enqueue_call(
         GENERATE_TASK,
         args=(request.model_dump(mode="json"),),
@@ -38,6 +39,7 @@ def enqueue_generation(
         # Our job record is the source of truth; RQ's own result is not read, so keep it briefly.
         result_ttl=60,
         failure_ttl=queue_ttl,
+        at_front=at_front,
         pipeline=pipeline,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
@@ -47,10 +47,15 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # waited in the queue past its queue TTL and never ran
 
     def is_terminal(self) -> bool:
         """True once the job will not change again."""
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED)
+
+
+WebhookEventType = Literal["queued", "started", "step", "succeeded", "failed", "canceled", "expired", "requeued"]
+DEFAULT_WEBHOOK_EVENTS = ("succeeded", "failed", "canceled", "expired")
 
 
 def _multiple_of_8(value: int) -> int:
@@ -79,6 +84,21 @@ class GenerateRequest(BaseModel):
     output_format: OutputFormat = OutputFormat.PNG
     model: str | None = Field(default=None, min_length=1, max_length=100, description="Absent: the default model.")
     preview_every: int = Field(default=0, ge=0, le=150, description="0: no previews; k: a preview every k steps.")
+    max_wait_seconds: float | None = Field(
+        default=None, gt=0, le=86400, allow_inf_nan=False, description="Refuse (429) when the predicted start is later."
+    )
+    queue_ttl_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="Expire the job if it has not started by then (default: the server's).",
+    )
+    webhook_url: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://", description="Where to POST signed job events."
+    )
+    webhook_events: list[WebhookEventType] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=8
+    )
 
     _check_width = field_validator("width")(_multiple_of_8)
     _check_height = field_validator("height")(_multiple_of_8)
@@ -112,7 +132,7 @@ class Timings(BaseModel):
 
 
 class JobError(BaseModel):
-    """Why a job failed: a stable code (`out_of_memory`, `invalid_request`, `internal`) and a message."""
+    """Why a job failed: a stable code (`out_of_memory`, `invalid_request`, `internal`, `worker_lost`)."""
 
     code: str
     message: str
@@ -130,11 +150,14 @@ class Job(BaseModel):
     start_eta_seconds: float | None = Field(default=None, description="While queued: predicted seconds until start.")
     eta_seconds: float | None = Field(default=None, description="Predicted seconds until finished (queued, running).")
     cancel_requested: bool = False
+    attempts: int = Field(default=0, description="How many times a worker started the job.")
+    warnings: list[str] = Field(default_factory=list)
     progress: Progress
     timings: Timings
     images: list[str] = Field(default_factory=list, description="URLs of the result images, once succeeded.")
     error: JobError | None = None
     worker_id: str | None = None
+    owner: str | None = Field(default=None, exclude=True)  # the API key id that created it; never shown
 
 
 class ErrorDetail(BaseModel):
@@ -161,6 +184,7 @@ class WorkerInfo(BaseModel):
     device: str
     dtype: str
     state: str
+    current_job: str | None = None
     started_at: datetime
     heartbeat_at: datetime
 

@@ -42,6 +42,25 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     log_level: str = "INFO"
 
+    # Reliability: lost workers, bounded queues.
+    max_attempts: int = Field(default=3, ge=1)  # starts of a job before a lost worker fails it (`worker_lost`)
+    reaper_seconds: float = Field(default=5.0, ge=0)  # how often the API looks for lost jobs (0: never)
+    max_queue_depth: int = Field(default=1000, ge=1)  # per model; beyond it POST /generate answers 429
+
+    # Security (all off unless configured).
+    api_key_hashes: list[str] = Field(default_factory=list)  # sha256 hex of each client key
+    admin_key_hashes: list[str] = Field(default_factory=list)  # sha256 hex of keys for /metrics and all jobs
+    rate_limit_per_minute: int = Field(default=120, ge=1)  # per API key
+    max_active_jobs_per_key: int = Field(default=50, ge=1)  # queued + running, per API key
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+
+    # Webhooks (Standard Webhooks signatures).
+    webhook_secret: str | None = None  # "whsec_<base64>"; required for webhook_url requests
+    webhook_allow_hosts: list[str] = Field(default_factory=list)  # hosts exempt from the private-address refusal
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_seconds: float = Field(default=3600.0, gt=0)  # give up on a delivery after this long
+    webhook_deliver: bool = True  # the API process runs the delivery loop
+
     def served_model_name(self) -> str:
         """The public name of `model`: `model_name` if set, else the id, or a file or folder's stem."""
         if self.model_name:

@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI, Response
 from prometheus_client.registry import CollectorRegistry
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from core.settings import Settings, get_settings
+from service.auth import AdminDep
+from service.background import Sweeper
 from service.errors import install_error_handlers
 from service.guards import RequestGuard
 from service.metrics import HttpMetrics, RedisStateCollector, metrics_response
 from service.routes import events, generate, health, jobs, models
+from service.webhooks import WebhookDeliverer
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the recovery sweeper and the webhook deliverer with the server; stop them with it."""
+    settings: Settings = app.state.settings
+    workers: list[Any] = []
+    if settings.reaper_seconds > 0:
+        workers.append(Sweeper(app.state.redis, settings))
+    if settings.webhook_deliver:
+        workers.append(WebhookDeliverer(app.state.redis, settings))
+    for worker in workers:
+        worker.start()
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.stop()
+        await app.state.async_redis.aclose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="imagegen",
         version="0.1.0",
         summary="Latent-diffusion image generation as a queued REST service.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     # health_check_interval keeps pooled connections honest after a Redis restart.
@@ -37,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry.register(RedisStateCollector(app.state.redis))
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    def prometheus_metrics(caller: AdminDep) -> Response:
         """Prometheus text exposition."""
         return metrics_response(registry)
 

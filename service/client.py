@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "failed", "canceled", "expired"}
 
 
 class JobFailedError(RuntimeError):

@@ -40,12 +40,21 @@ def error_code_for_status(status: int) -> str:
 class ApiError(Exception):
     """An error a handler raises to answer with a given status and code."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or error_code_for_status(status)
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def body_limit_message(max_body_bytes: int) -> str:
@@ -86,7 +95,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

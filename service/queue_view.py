@@ -1,4 +1,4 @@
-"""Where a queued job stands: its position in its model's queue and the predicted wait, from live data."""
+"""Where a job stands in its model's queue, and the predicted wait, from live data in Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rq.registry import StartedJobRegistry
 from core.eta import estimate_queue_eta, job_work
 from core.jobs import JobStore
 from core.queueing import model_queue, queue_position
-from core.schemas import Job
+from core.schemas import GenerateRequest, Job
 from core.speed import unit_seconds
 from core.workers import live_workers
 
@@ -16,20 +16,27 @@ from core.workers import live_workers
 MAX_AHEAD_READ = 1000
 
 
-def with_queue_view(job: Job, redis: Redis, store: JobStore) -> Job:
-    """The queued `job` with `queue_position`, `start_eta_seconds` and `eta_seconds` filled in where known."""
-    queue = model_queue(redis, job.model)
-    position = queue_position(queue, job.id)
-    if position is None:  # dequeued a moment ago: about to be marked running
-        return job
-    ahead_ids = [i.decode() for i in redis.lrange(queue.key, 0, min(position, MAX_AHEAD_READ) - 1)] if position else []
-    ahead = store.work_left(ahead_ids)
+def predict_wait(
+    redis: Redis, store: JobStore, model: str, request: GenerateRequest, position: int
+) -> tuple[float, float] | None:
+    """(seconds until start, seconds until done) of a job with `position` jobs ahead of it, or None if unknown."""
+    queue = model_queue(redis, model)
+    read = min(position, MAX_AHEAD_READ)
+    ahead = store.work_left([i.decode() for i in redis.lrange(queue.key, 0, read - 1)]) if read else []
     if ahead and position > len(ahead):
         ahead = ahead + [sum(ahead) / len(ahead)] * (position - len(ahead))
     running = store.work_left(StartedJobRegistry(queue.name, connection=redis).get_job_ids())
-    workers = sum(1 for worker in live_workers(redis) if worker.model == job.model)
-    eta = estimate_queue_eta(ahead, running, job_work(job.request), unit_seconds(redis, job.model), workers)
+    workers = sum(1 for worker in live_workers(redis) if worker.model == model)
+    return estimate_queue_eta(ahead, running, job_work(request), unit_seconds(redis, model), workers)
+
+
+def with_queue_view(job: Job, redis: Redis, store: JobStore) -> Job:
+    """The queued `job` with `queue_position`, `start_eta_seconds` and `eta_seconds` filled in where known."""
+    position = queue_position(model_queue(redis, job.model), job.id)
+    if position is None:  # dequeued a moment ago: about to be marked running
+        return job
     update: dict[str, object] = {"queue_position": position}
+    eta = predict_wait(redis, store, job.model, job.request, position)
     if eta is not None:
         update["start_eta_seconds"], update["eta_seconds"] = round(eta[0], 3), round(eta[1], 3)
     return job.model_copy(update=update)

@@ -1,19 +1,27 @@
-"""Accepting a request: pick its model, check deployment limits, fix its seed, record it and queue it atomically."""
+"""Accepting a request: pick its model, check limits and backpressure, fix its seed, record it and queue it
+atomically; an `Idempotency-Key` replays the job it first created."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import secrets
 import uuid
 
 from redis import Redis
 
+from core import keys
 from core.jobs import JobStore
-from core.queueing import enqueue_generation, model_queue
+from core.queueing import enqueue_generation, model_queue, queue_depth
 from core.schemas import SEED_MAX, GenerateRequest, Job, check_limits
 from core.settings import Settings
 from core.workers import live_workers
+from service.auth import Caller, check_submission_quota
 from service.errors import ApiError
 from service.metrics import JOBS_SUBMITTED
+from service.queue_view import predict_wait
+from service.webhook_targets import WebhookTargetRefusedError, check_webhook_url
 
 
 def known_models(redis: Redis, settings: Settings) -> list[str]:
@@ -21,9 +29,7 @@ def known_models(redis: Redis, settings: Settings) -> list[str]:
     return sorted({settings.served_model_name()} | {worker.model for worker in live_workers(redis)})
 
 
-def submit(request: GenerateRequest, redis: Redis, store: JobStore, settings: Settings) -> Job:
-    """Validate `request` against this deployment and queue it; the returned job is `queued`."""
-    check_limits(request, max_pixels=settings.max_pixels)
+def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -> str:
     model = request.model or settings.served_model_name()
     models = known_models(redis, settings)
     if model not in models:
@@ -33,21 +39,110 @@ def submit(request: GenerateRequest, redis: Redis, store: JobStore, settings: Se
             code="invalid_request",
             details=[{"field": "model", "message": "unknown model", "allowed": models}],
         )
+    return model
+
+
+def _check_webhook(request: GenerateRequest, settings: Settings) -> None:
+    if not request.webhook_url:
+        return
+    if not settings.webhook_secret:
+        raise ApiError(422, "webhook_url: webhooks are not enabled on this server", code="invalid_request")
+    try:
+        check_webhook_url(request.webhook_url, settings.webhook_allow_hosts)
+    except WebhookTargetRefusedError as exc:
+        raise ApiError(422, str(exc), code="invalid_request", details=[{"field": "webhook_url"}]) from exc
+
+
+def _check_backpressure(
+    request: GenerateRequest, model: str, redis: Redis, store: JobStore, settings: Settings
+) -> None:
+    depth = queue_depth(model_queue(redis, model))
+    if depth >= settings.max_queue_depth:
+        eta = predict_wait(redis, store, model, request, 1)
+        retry_after = max(1, math.ceil(eta[0])) if eta else 5
+        raise ApiError(
+            429,
+            f"the queue of model {model} is full ({depth} jobs, limit {settings.max_queue_depth}); retry later",
+            code="queue_full",
+            headers={"Retry-After": str(retry_after)},
+        )
+    if request.max_wait_seconds is not None:
+        eta = predict_wait(redis, store, model, request, depth)
+        if eta is not None and eta[0] > request.max_wait_seconds:
+            raise ApiError(
+                429,
+                f"max_wait_seconds: the job would start in about {eta[0]:.0f}s, later than {request.max_wait_seconds}s",
+                code="wait_too_long",
+                details={"predicted_start_seconds": round(eta[0], 3), "predicted_finish_seconds": round(eta[1], 3)},
+                headers={"Retry-After": str(max(1, math.ceil(eta[0] - request.max_wait_seconds)))},
+            )
+
+
+def _body_hash(request: GenerateRequest) -> str:
+    return hashlib.sha256(json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _replay(redis: Redis, store: JobStore, idem_key: str, body_hash: str) -> Job | None:
+    """The job an earlier request with this key created; 409 when that request had another body."""
+    value = redis.get(idem_key)
+    if value is None:
+        return None
+    job_id, first_hash = value.decode().split(" ", 1)
+    if first_hash != body_hash:
+        raise ApiError(409, "Idempotency-Key was already used with a different request body", code="conflict")
+    job = store.get(job_id)
+    if job is None:
+        raise ApiError(409, f"Idempotency-Key: the job it created ({job_id}) has expired", code="conflict")
+    return job
+
+
+def submit(
+    request: GenerateRequest,
+    redis: Redis,
+    store: JobStore,
+    settings: Settings,
+    caller: Caller,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate `request` against this deployment and queue it; returns (job, replayed)."""
+    idem_key = body_hash = None
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 255:
+            raise ApiError(422, "Idempotency-Key: 1 to 255 characters", code="invalid_request")
+        key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        idem_key = keys.idempotency_key(caller.key_id or "anonymous", key_hash)
+        body_hash = _body_hash(request)
+        replayed = _replay(redis, store, idem_key, body_hash)
+        if replayed is not None:
+            return replayed, True
+
+    check_limits(request, max_pixels=settings.max_pixels)
+    _check_webhook(request, settings)
+    model = _resolve_model(request, redis, settings)
+    check_submission_quota(caller, redis, settings)
+    _check_backpressure(request, model, redis, store, settings)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
     request = request.model_copy(update={"model": model, "seed": seed})
 
     job_id = uuid.uuid4().hex
+    if idem_key is not None and body_hash is not None:
+        claimed = redis.set(idem_key, f"{job_id} {body_hash}", nx=True, ex=settings.idempotency_ttl_seconds)
+        if not claimed:  # a concurrent request with the same key won the race
+            replayed = _replay(redis, store, idem_key, body_hash)
+            if replayed is not None:
+                return replayed, True
     pipe = redis.pipeline(transaction=True)
     pipe.multi()  # explicit MULTI first: RQ's enqueue expects it when handed a pipeline that already has commands
-    job = store.create(job_id, model, request, pipeline=pipe)
+    job = store.create(job_id, model, request, owner=caller.key_id, pipeline=pipe)
     enqueue_generation(
         model_queue(redis, model),
         job_id,
         request,
-        queue_ttl=settings.queue_ttl_seconds,
+        # RQ keeps its copy a little past our own deadline, so the sweeper (not RQ) decides when it expired.
+        queue_ttl=store.job_queue_ttl(request) + settings.job_timeout_seconds,
         job_timeout=settings.job_timeout_seconds,
         pipeline=pipe,
     )
     pipe.execute()
     JOBS_SUBMITTED.labels(model).inc()
-    return job
+    return job, False

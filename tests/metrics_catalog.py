@@ -10,6 +10,7 @@ API = {
     "imagegen_jobs_rejected": ("counter", ("reason",)),
     "imagegen_queue_depth": ("gauge", ("queue",)),
     "imagegen_workers": ("gauge", ("model", "state")),
+    "imagegen_webhook_deliveries": ("counter", ("outcome",)),
 }
 WORKER = {
     "imagegen_denoise_step_seconds": ("histogram", ("model",)),

@@ -65,7 +65,7 @@ class GenerationEngine:
 
     def run(self, job_id: str, payload: dict[str, Any]) -> None:
         """Run one queued job to a terminal state; any failure is recorded on the job, never raised."""
-        self.status.state = WorkerState.BUSY
+        self.status.state, self.status.current_job = WorkerState.BUSY, job_id
         metrics.WORKER_BUSY.labels(self.model_name).set(1)
         with bound_job(job_id):
             try:
@@ -79,7 +79,7 @@ class GenerationEngine:
                     self._release_memory()
             finally:
                 self.timers.stop()
-                self.status.state = WorkerState.READY
+                self.status.state, self.status.current_job = WorkerState.READY, None
                 metrics.WORKER_BUSY.labels(self.model_name).set(0)
         metrics.JOBS.labels(self.model_name, outcome).inc()
 
@@ -87,12 +87,16 @@ class GenerationEngine:
         request = GenerateRequest.model_validate(payload)
         check_limits(request, max_pixels=self.settings.max_pixels)
         total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
-        created_at = self.store.created_at(job_id)
+        times = self.store.queue_times(job_id)
+        if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
+            log.info("job expired: it waited past its queue TTL")
+            return "expired"
         if not self.store.start(job_id, self.worker_id, total):
             log.info("job skipped: no longer queued (canceled)")
             return "skipped"
-        if created_at is not None:
-            self._observe("queue_wait", time.time() - created_at)
+        if times is not None:
+            self._observe("queue_wait", time.time() - times[0])
+        self._warn_truncated_prompts(job_id, request)
 
         timer = self.timers.start()
         reporter = StepReporter(
@@ -130,6 +134,19 @@ class GenerationEngine:
         metrics.IMAGES.labels(self.model_name).inc(len(encoded))
         log.info("job succeeded", extra={"images": len(encoded)})
         return "succeeded"
+
+    def _warn_truncated_prompts(self, job_id: str, request: GenerateRequest) -> None:
+        """Record a warning on the job when a prompt is longer than the text encoder's window (it gets truncated)."""
+        tokenizer = getattr(self.model.pipeline, "tokenizer", None)
+        if tokenizer is None:
+            return
+        window = tokenizer.model_max_length
+        for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+            count = len(tokenizer(text, truncation=False).input_ids) if text else 0
+            if count > window:
+                warning = f"{field} is {count} tokens; the text encoder reads the first {window}, the rest is ignored"
+                self.store.add_warning(job_id, warning)
+                log.warning(warning)
 
     def _observe_device_time(self, timer: PhaseTimer) -> float:
         """Record each step and phase of the pipeline call; returns the denoising time."""

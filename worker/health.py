@@ -25,6 +25,7 @@ class WorkerStatus:
     def __init__(self) -> None:
         self.state = WorkerState.STARTING
         self.detail = ""
+        self.current_job: str | None = None
 
     @property
     def ready(self) -> bool:

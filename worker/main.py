@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from core.jobs import JobStore
 from core.logs import configure_logging
 from core.queueing import model_queue
+from core.recovery import sweep
 from core.schemas import WorkerInfo
 from core.settings import Settings
 from core.workers import publish_worker, remove_worker
@@ -31,17 +35,21 @@ log = logging.getLogger(__name__)
 class Heartbeat(threading.Thread):
     """Refreshes the worker's registry record every `interval` seconds until stopped."""
 
-    def __init__(self, redis: Redis, info: WorkerInfo, status: WorkerStatus, interval: float) -> None:
+    def __init__(
+        self, redis: Redis, info: WorkerInfo, status: WorkerStatus, interval: float, sweep: Callable[[], None]
+    ) -> None:
         super().__init__(name="imagegen-heartbeat", daemon=True)
         self.redis = redis
         self.info = info
         self.status = status
         self.interval = interval
+        self.sweep = sweep
         self.stopped = threading.Event()
 
     def beat(self) -> None:
         """Publish the record once, with the current state."""
         self.info.state = self.status.state.value.lower()
+        self.info.current_job = self.status.current_job
         self.info.heartbeat_at = datetime.now(UTC)
         publish_worker(self.redis, self.info, self.interval)
 
@@ -49,8 +57,40 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 self.beat()
+                self.sweep()  # every live worker also looks for jobs that lost theirs
             except Exception:  # a Redis hiccup must not kill the heartbeat; the next beat retries
                 log.warning("heartbeat failed", exc_info=True)
+
+
+class GenerationWorker(SimpleWorker):
+    """RQ's in-process worker (no fork after CUDA starts) that remembers whether a signal asked it to stop."""
+
+    signaled = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        self.signaled = True
+        super().request_stop(signum, frame)
+
+
+def serve_queue(redis: Redis, model_name: str, worker_id: str, settings: Settings) -> None:
+    """Run RQ's in-process worker until a signal stops it; if Redis goes away, wait for it and go on."""
+    delay = 1.0
+    while True:
+        rq_worker = GenerationWorker(
+            [model_queue(redis, model_name)],
+            connection=redis,
+            name=f"{worker_id}.{uuid.uuid4().hex[:6]}",  # fresh: RQ refuses a name whose old record survived
+            serializer=JSONSerializer,
+        )
+        rq_worker.work(logging_level=settings.log_level.upper())
+        if rq_worker.signaled:  # SIGTERM/SIGINT: RQ finished the current job and stopped, as asked
+            return
+        log.warning("the queue loop ended without a stop request (Redis unreachable?); retrying in %.0fs", delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
+        with contextlib.suppress(RedisError):
+            if redis.ping():
+                delay = 1.0
 
 
 def run_worker(settings: Settings) -> None:
@@ -92,19 +132,14 @@ def run_worker(settings: Settings) -> None:
         heartbeat_at=now,
     )
     status.state = WorkerState.READY
-    heartbeat = Heartbeat(redis, info, status, settings.heartbeat_seconds)
+    heartbeat = Heartbeat(
+        redis, info, status, settings.heartbeat_seconds, lambda: sweep(redis, store, settings.max_attempts)
+    )
     heartbeat.beat()
     heartbeat.start()
     log.info("worker %s ready: model %s on %s", worker_id, model_name, loaded.device)
-
-    rq_worker = SimpleWorker(
-        [model_queue(redis, model_name)],
-        connection=redis,
-        name=worker_id,
-        serializer=JSONSerializer,
-    )
     try:
-        rq_worker.work(logging_level=settings.log_level.upper())
+        serve_queue(redis, model_name, worker_id, settings)
     finally:
         heartbeat.stopped.set()
         remove_worker(redis, worker_id)

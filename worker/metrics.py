@@ -13,7 +13,7 @@ from prometheus_client.registry import REGISTRY, Collector
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 PHASE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 PHASES = ("queue_wait", "text_encode", "denoise", "vae_decode", "image_encode", "store")
-OUTCOMES = ("succeeded", "failed", "canceled", "skipped")
+OUTCOMES = ("succeeded", "failed", "canceled", "expired", "skipped")
 
 DENOISE_STEP_SECONDS = Histogram(
     "imagegen_denoise_step_seconds",

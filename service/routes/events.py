@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from core import keys
 from core.events import TERMINAL_EVENT_TYPES
 from core.schemas import ErrorResponse
+from service.auth import CallerDep
 from service.deps import JobStoreDep, SettingsDep
 from service.errors import ApiError
 from service.routes.jobs import find_job
@@ -55,10 +56,11 @@ def stream_job_events(
     request: Request,
     store: JobStoreDep,
     settings: SettingsDep,
+    caller: CallerDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of the job from its start (or after `Last-Event-ID`), ending after the terminal event."""
-    find_job(store, job_id)
+    find_job(store, job_id, caller)
     if last_event_id is not None and not _STREAM_ID.match(last_event_id):
         raise ApiError(422, f"Last-Event-ID: not an event id of this stream: {last_event_id!r}", code="invalid_request")
     return EventSourceResponse(

@@ -98,7 +98,7 @@ class Stack:
 
         def terminal() -> dict[str, Any] | None:
             job = self.client.get(f"/jobs/{job_id}").json()
-            return job if job["status"] in ("succeeded", "failed", "canceled") else None
+            return job if job["status"] in ("succeeded", "failed", "canceled", "expired") else None
 
         return wait_until(terminal, timeout, f"job {job_id}", interval=0.05)
 

@@ -8,9 +8,13 @@ from core import keys
 from core.jobs import JobStore
 from core.schemas import GenerateRequest, JobStatus
 
+# Shared indexes without a TTL: their members leave with their jobs (status scripts, the recovery sweep).
+INDEXES = {keys.running_jobs_key(), keys.queue_deadlines_key()}
+
 
 def _all_keys(redis: Redis) -> list[str]:
-    return sorted(key.decode() for key in redis.keys("*"))
+    """Every key but the shared indexes."""
+    return sorted(key.decode() for key in redis.keys("*") if key.decode() not in INDEXES)
 
 
 def _assert_every_key_expires(redis: Redis, at_most: int) -> None:

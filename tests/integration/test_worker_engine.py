@@ -70,3 +70,24 @@ def test_error_codes() -> None:
     assert error_code(MemoryError()) == "out_of_memory"
     assert error_code(ValueError("height must be divisible by 8")) == "invalid_request"
     assert error_code(RuntimeError("boom")) == "internal"
+
+
+def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngine, store: JobStore) -> None:
+    long_prompt = "a red circle " * 40  # far over the tiny tokenizer's 77-token window
+    engine.run("long", _queue_job(store, "long", prompt=long_prompt))
+    job = store.get("long")
+    assert job.status is JobStatus.SUCCEEDED
+    assert len(job.warnings) == 1
+    assert job.warnings[0].startswith("prompt is ")
+    assert "reads the first 77" in job.warnings[0]
+    engine.run("short", _queue_job(store, "short"))
+    assert store.get("short").warnings == []
+
+
+def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store: JobStore, redis_client: Redis) -> None:
+    payload = _queue_job(store, "late", queue_ttl_seconds=1)
+    redis_client.hset("imagegen:job:late", "expires_at", 0)  # as if it had waited past its TTL
+    engine.run("late", payload)
+    job = store.get("late")
+    assert job.status is JobStatus.EXPIRED
+    assert job.attempts == 0

@@ -8,13 +8,14 @@ import torch
 from prometheus_client.registry import REGISTRY
 
 import service.metrics
+import service.webhooks
 import worker.metrics
 from tests.metrics_catalog import ALL, API, FORBIDDEN_LABELS, WORKER
 
 
 def _module_families() -> dict[str, tuple[str, tuple[str, ...]]]:
     found = {}
-    for module in (service.metrics, worker.metrics):
+    for module in (service.metrics, service.webhooks, worker.metrics):
         for value in vars(module).values():
             describe = getattr(value, "describe", None)
             if callable(describe) and hasattr(value, "_labelnames") and hasattr(value, "_type"):

@@ -28,7 +28,8 @@ def test_check_limits() -> None:
 
 
 def test_terminal_statuses() -> None:
-    assert [s for s in JobStatus if s.is_terminal()] == [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED]
+    terminal = [s for s in JobStatus if s.is_terminal()]
+    assert terminal == [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED]
 
 
 def test_request_round_trips_as_json() -> None:

@@ -1,0 +1,75 @@
+"""Recovery sweeps any process may run (the API on a timer, each worker on its heartbeat): running jobs whose
+worker stopped beating, or beats while no longer running them (it lost Redis mid-job), are re-queued (or failed
+`worker_lost` after `max_attempts`), and queued jobs past their queue TTL end `expired`. Every change is a
+compare-and-set, so concurrent sweepers never double-act.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis import Redis
+
+from core import keys
+from core.jobs import JobStore
+from core.queueing import model_queue
+from core.schemas import JobStatus, WorkerInfo
+
+log = logging.getLogger(__name__)
+
+
+def reap_lost_jobs(redis: Redis, store: JobStore, max_attempts: int) -> list[tuple[str, str]]:
+    """Requeue or fail each running job its worker no longer runs (heartbeat expired, or beating without it)."""
+    actions = []
+    for raw_id in redis.smembers(keys.running_jobs_key()):
+        job_id = raw_id.decode()
+        fields = ["status", "worker_id", "attempts", "model", "started_at"]
+        status, worker_id, attempts, model, started_at = redis.hmget(keys.job_key(job_id), fields)
+        if status != JobStatus.RUNNING.value.encode() or model is None:
+            redis.srem(keys.running_jobs_key(), job_id)  # finished or expired meanwhile
+            continue
+        worker = (worker_id or b"").decode()
+        if _still_working_on(redis, worker, job_id, float(started_at or 0)):
+            continue
+        tries = int(attempts or 0)
+        reason = f"worker {worker or '?'} was lost during attempt {tries}"
+        if tries >= max_attempts:
+            if store.mark_failed(job_id, worker, "worker_lost", f"{reason}; gave up after {tries} attempts"):
+                actions.append((job_id, "failed"))
+                log.warning("job %s failed: worker lost %d times", job_id, tries)
+        elif store.requeue(job_id, worker, model_queue(redis, model.decode()), tries + 1, reason):
+            actions.append((job_id, "requeued"))
+            log.warning("job %s requeued: %s", job_id, reason)
+    return actions
+
+
+def _still_working_on(redis: Redis, worker_id: str, job_id: str, started_at: float) -> bool:
+    """True while the worker's heartbeat lives and, once it has beaten since the job started, names this job."""
+    record = redis.get(keys.worker_key(worker_id)) if worker_id else None
+    if record is None:
+        return False
+    info = WorkerInfo.model_validate_json(record)
+    if info.heartbeat_at.timestamp() <= started_at:
+        return True  # no beat since the job started: too early to tell
+    return info.current_job == job_id
+
+
+def expire_overdue_jobs(redis: Redis, store: JobStore, now: float | None = None) -> list[str]:
+    """End `expired` every queued job whose queue deadline passed, and take it off its queue."""
+    now = time.time() if now is None else now
+    expired = []
+    for raw_id in redis.zrangebyscore(keys.queue_deadlines_key(), "-inf", now, start=0, num=500):
+        job_id = raw_id.decode()
+        model = redis.hget(keys.job_key(job_id), "model")
+        if model is not None and store.mark_expired(job_id):
+            redis.lrem(model_queue(redis, model.decode()).key, 0, job_id)
+            expired.append(job_id)
+        redis.zrem(keys.queue_deadlines_key(), job_id)
+    return expired
+
+
+def sweep(redis: Redis, store: JobStore, max_attempts: int) -> None:
+    """One pass of both recoveries."""
+    reap_lost_jobs(redis, store, max_attempts)
+    expire_overdue_jobs(redis, store)

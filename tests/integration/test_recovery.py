@@ -1,0 +1,117 @@
+"""Lost workers and overdue jobs on the real Redis: requeue with attempts, `worker_lost`, `expired`."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from redis import Redis
+
+from core import keys
+from core.jobs import JobStore
+from core.queueing import enqueue_generation, model_queue
+from core.recovery import expire_overdue_jobs, reap_lost_jobs
+from core.schemas import GenerateRequest, JobStatus, WorkerInfo
+from core.workers import publish_worker
+
+
+def _queue(store: JobStore, redis: Redis, job_id: str, **fields) -> None:
+    request = GenerateRequest(**{"prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": 3, **fields})
+    store.create(job_id, "tiny", request)
+    enqueue_generation(model_queue(redis, "tiny"), job_id, request, queue_ttl=60, job_timeout=60)
+
+
+def _alive(redis: Redis, worker_id: str, current_job: str | None) -> None:
+    now = datetime.now(UTC)
+    info = WorkerInfo(
+        id=worker_id,
+        model="tiny",
+        source="tiny",
+        samplers=[],
+        device="cpu",
+        dtype="float32",
+        state="busy",
+        current_job=current_job,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    publish_worker(redis, info, heartbeat_seconds=5)
+
+
+def _events(store: JobStore, job_id: str) -> list[str]:
+    return [event_type for _, event_type, _ in store.read_events(job_id)]
+
+
+def test_lost_job_is_requeued_at_the_front_then_fails_worker_lost(store: JobStore, redis_client: Redis) -> None:
+    _queue(store, redis_client, "lost")
+    _queue(store, redis_client, "behind")
+    queue = model_queue(redis_client, "tiny")
+    queue.pop_job_id()  # a worker took "lost" off the queue ...
+    assert store.start("lost", "ghost-1", 3)  # ... started it, and died (it never had a heartbeat record)
+    assert store.get("lost").attempts == 1
+
+    assert reap_lost_jobs(redis_client, store, max_attempts=2) == [("lost", "requeued")]
+    job = store.get("lost")
+    assert job.status is JobStatus.QUEUED
+    assert job.worker_id is None
+    assert queue.job_ids == ["lost", "behind"]  # back at the front
+    assert _events(store, "lost") == ["queued", "started", "requeued"]
+    assert reap_lost_jobs(redis_client, store, max_attempts=2) == []  # nothing running now
+
+    queue.pop_job_id()
+    assert store.start("lost", "ghost-2", 3)
+    assert store.get("lost").attempts == 2
+    assert reap_lost_jobs(redis_client, store, max_attempts=2) == [("lost", "failed")]
+    failed = store.get("lost")
+    assert failed.status is JobStatus.FAILED
+    assert failed.error.code == "worker_lost"
+    assert "2 attempts" in failed.error.message
+    assert not redis_client.sismember(keys.running_jobs_key(), "lost")
+    assert _events(store, "lost")[-1] == "failed"
+
+
+def test_job_of_a_live_worker_is_left_alone(store: JobStore, redis_client: Redis) -> None:
+    _queue(store, redis_client, "fine")
+    store.start("fine", "w-alive", 3)
+    _alive(redis_client, "w-alive", current_job=None)  # beat before it noticed: too early to tell
+    redis_client.hset("imagegen:job:fine", "started_at", time.time() + 5)
+    assert reap_lost_jobs(redis_client, store, max_attempts=3) == []
+    redis_client.hset("imagegen:job:fine", "started_at", time.time() - 5)
+    _alive(redis_client, "w-alive", current_job="fine")
+    assert reap_lost_jobs(redis_client, store, max_attempts=3) == []
+    assert store.get("fine").status is JobStatus.RUNNING
+
+
+def test_live_worker_that_dropped_the_job_loses_it(store: JobStore, redis_client: Redis) -> None:
+    # E.g. Redis went away mid-job: the worker beats again but is no longer running it.
+    _queue(store, redis_client, "dropped")
+    store.start("dropped", "w-alive", 3)
+    redis_client.hset("imagegen:job:dropped", "started_at", time.time() - 5)
+    _alive(redis_client, "w-alive", current_job=None)
+    assert reap_lost_jobs(redis_client, store, max_attempts=3) == [("dropped", "requeued")]
+
+
+def test_finished_jobs_leave_the_running_set(store: JobStore, redis_client: Redis) -> None:
+    _queue(store, redis_client, "done")
+    store.start("done", "w", 3)
+    assert redis_client.sismember(keys.running_jobs_key(), "done")
+    store.mark_succeeded("done", [b"png"])
+    assert not redis_client.sismember(keys.running_jobs_key(), "done")
+
+
+def test_overdue_queued_job_expires_and_leaves_the_queue(store: JobStore, redis_client: Redis) -> None:
+    _queue(store, redis_client, "short", queue_ttl_seconds=1)
+    _queue(store, redis_client, "long")
+    assert expire_overdue_jobs(redis_client, store) == []
+    assert expire_overdue_jobs(redis_client, store, now=time.time() + 2) == ["short"]
+    assert store.get("short").status is JobStatus.EXPIRED
+    assert store.get("long").status is JobStatus.QUEUED
+    assert model_queue(redis_client, "tiny").job_ids == ["long"]
+    assert _events(store, "short") == ["queued", "expired"]
+    assert store.start("short", "w", 3) is False  # never runs
+
+
+def test_queue_ttl_is_capped_by_the_server(store: JobStore) -> None:
+    assert store.job_queue_ttl(GenerateRequest(prompt="x", queue_ttl_seconds=10)) == 10
+    assert store.job_queue_ttl(GenerateRequest(prompt="x", queue_ttl_seconds=86400)) == store.queue_ttl
+    assert store.job_queue_ttl(GenerateRequest(prompt="x")) == store.queue_ttl
