@@ -19,13 +19,20 @@ class Settings(BaseSettings):
 
     # What a worker serves, and the API's default model: a Hugging Face id, a local diffusers folder,
     # a single-file checkpoint (.safetensors / .ckpt), `tiny` or `demo`.
-    model: str = "tiny"
+    model: str = "demo"
     # The name clients use for that model (queue name, `model` request field). Derived from `model` when unset.
     model_name: str | None = Field(default=None, max_length=100)
 
     device: str | None = None  # "cuda", "cuda:1", "cpu"; default: CUDA when present, else CPU
     dtype: Literal["float16", "bfloat16", "float32"] | None = None  # default: float16 on CUDA, float32 on CPU
     cache_dir: Path = Path.home() / ".cache" / "imagegen"
+    # Runtime options (worker/acceleration.py); None: on for CUDA, off for CPU.
+    channels_last: bool | None = None
+    fuse_qkv: bool | None = None
+    vae_tiling: bool | None = None
+    compile: bool = False  # torch.compile the UNet; the warm-up at start-up pays the compilation
+    compile_mode: str = "max-autotune-no-cudagraphs"
+    cpu_threads: int | None = None
 
     max_pixels: int = Field(default=1024 * 1024, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -37,6 +44,9 @@ class Settings(BaseSettings):
     events_max_len: int = Field(default=1000, ge=100)  # cap of each job's event stream
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
+    max_batch: int = Field(default=4, ge=1)  # compatible jobs run in one pipeline call
+    max_batch_images: int = Field(default=16, ge=1)  # images in one pipeline call
+    batch_wait_ms: float = Field(default=10.0, ge=0)  # how long a worker waits for batch mates
     worker_id: str | None = None
     metrics_host: str = "0.0.0.0"  # the worker's /metrics, /healthz and /readyz
     metrics_port: int = Field(default=9101, ge=0, le=65535)

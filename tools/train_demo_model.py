@@ -266,7 +266,7 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, config: Co
 
 def train(out: Path, config: Config) -> Path:
     """The whole run: data, VAE, cached latents, UNet and text encoder; saves the pipeline into `out`."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     from worker.tiny import SD15_SCHEDULER_CONFIG
@@ -295,7 +295,9 @@ def train(out: Path, config: Config) -> Path:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+        # SD 1.5's noise schedule with Euler as the default sampler: PNDM, SD 1.5's own default, draws blobs with this
+        # small model at 20 steps (3 of 24 prompts right), while DDIM, Euler, Euler a and DPM++ 2M get 24 of 24.
+        scheduler=EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

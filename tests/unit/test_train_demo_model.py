@@ -1,0 +1,31 @@
+"""The training script of the demo model stays runnable: a smoke run of a few steps writes a loadable pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diffusers import StableDiffusionPipeline
+
+from tools.train_demo_model import VOCABULARY, Config, train, write_word_tokenizer
+
+
+def test_word_tokenizer_makes_known_words_one_token(tmp_path: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    write_word_tokenizer(tmp_path)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tmp_path), model_max_length=16)
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    ids = tokenizer("a red circle on a blue background").input_ids
+    assert ids[1:-1] == [vocab[f"{word}</w>"] for word in ["a", "red", "circle", "on", "a", "blue", "background"]]
+    assert {f"{word}</w>" for word in VOCABULARY} <= set(vocab)
+    assert len(tokenizer("a zebra").input_ids) > 4  # unknown words fall back to bytes
+
+
+def test_smoke_run_writes_a_pipeline_plain_diffusers_loads(tmp_path: Path) -> None:
+    out = train(tmp_path / "demo", Config.smoke())
+    pipeline = StableDiffusionPipeline.from_pretrained(str(out))
+    assert pipeline.vae_scale_factor == 8
+    assert type(pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
+    image = pipeline("a red circle on a blue background", num_inference_steps=2, height=64, width=64).images[0]
+    assert image.size == (64, 64)
