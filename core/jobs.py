@@ -298,6 +298,13 @@ class JobStore:
         data = self.redis.get(keys.job_image_key(job_id, index))
         return bytes(data) if data is not None else None
 
+    def requests(self, job_ids: list[str]) -> list[GenerateRequest | None]:
+        """The request of each job (None for a job that is gone)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(keys.job_key(job_id), "request")
+        return [GenerateRequest.model_validate_json(raw) if raw else None for raw in pipe.execute()]
+
     def work_left(self, job_ids: list[str]) -> list[float]:
         """For each job, the work it still has to do (all of it while queued; the rest of it while running)."""
         pipe = self.redis.pipeline(transaction=False)

@@ -52,7 +52,7 @@ def _still_working_on(redis: Redis, worker_id: str, job_id: str, started_at: flo
     info = WorkerInfo.model_validate_json(record)
     if info.heartbeat_at.timestamp() <= started_at:
         return True  # no beat since the job started: too early to tell
-    return info.current_job == job_id
+    return job_id in info.current_jobs
 
 
 def expire_overdue_jobs(redis: Redis, store: JobStore, now: float | None = None) -> list[str]:

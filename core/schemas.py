@@ -184,7 +184,7 @@ class WorkerInfo(BaseModel):
     device: str
     dtype: str
     state: str
-    current_job: str | None = None
+    current_jobs: list[str] = Field(default_factory=list)
     started_at: datetime
     heartbeat_at: datetime
 

@@ -1,23 +1,31 @@
-"""The job lifecycle inside a worker: start, generate, encode, store; or cancel, or fail with a stable code."""
+"""The job lifecycle inside a worker: admit, batch, generate, then encode and store off the GPU's path; or cancel,
+expire, or fail with a stable code.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 from pydantic import ValidationError
 
 from core.eta import job_work
 from core.jobs import JobStore
 from core.logs import bound_job
+from core.queueing import model_queue
 from core.schemas import GenerateRequest, LimitExceededError, check_limits
 from core.settings import Settings
 from core.speed import record_speed
 from worker import metrics
+from worker.acceleration import warm_up_request
+from worker.batching import select_batch, split_counts
 from worker.encoding import encode_image
-from worker.generation import generate_images
+from worker.generation import generate_batch, generate_images
 from worker.health import WorkerState, WorkerStatus
 from worker.loading import LoadedModel
 from worker.previews import latent_family
@@ -26,6 +34,9 @@ from worker.samplers import denoising_iterations
 from worker.timing import DeviceClock, PhaseTimer, PipelineTimers
 
 log = logging.getLogger(__name__)
+
+# Queued jobs looked at for batch mates, from the head of the queue.
+BATCH_LOOKAHEAD = 64
 
 
 def error_code(exc: BaseException) -> str:
@@ -37,8 +48,18 @@ def error_code(exc: BaseException) -> str:
     return "internal"
 
 
+@dataclass
+class ActiveJob:
+    """A job this worker started: its request and its step reporter."""
+
+    job_id: str
+    request: GenerateRequest
+    reporter: StepReporter
+
+
 class GenerationEngine:
-    """Owns the resident pipeline and runs jobs on it, one at a time, in the worker's main thread."""
+    """Owns the resident pipeline and runs batches of compatible jobs on it, in the worker's main thread; encoding
+    and storing results happen on a background thread so the next batch starts at once."""
 
     def __init__(
         self, model: LoadedModel, store: JobStore, settings: Settings, worker_id: str, status: WorkerStatus
@@ -49,56 +70,72 @@ class GenerationEngine:
         self.worker_id = worker_id
         self.status = status
         self.model_name = settings.served_model_name()
+        self.queue = model_queue(store.redis, self.model_name)
         self.base_scheduler_config: dict[str, Any] = dict(model.pipeline.scheduler.config)
         vae_config = model.pipeline.vae.config
         self.latent_family = latent_family(vae_config.scaling_factor, vae_config.latent_channels)
         self.timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
+        # One thread: results are stored in the order they were made, and the GPU thread never waits for PNG or Redis.
+        self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegen-finish")
+        self._pending: list[Future[None]] = []
 
     def warm_up(self) -> None:
         """One short generation at the model's native size, so the first request pays no start-up cost."""
         if self.settings.warmup_steps == 0:
             return
         pipeline = self.model.pipeline
-        side = int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
-        request = GenerateRequest(prompt="warm-up", width=side, height=side, steps=self.settings.warmup_steps, seed=0)
-        generate_images(pipeline, self.base_scheduler_config, request)
+        generate_images(pipeline, self.base_scheduler_config, warm_up_request(pipeline, self.settings.warmup_steps))
+
+    def drain(self) -> None:
+        """Wait until every result being encoded or stored so far is written."""
+        pending, self._pending = self._pending, []
+        wait(pending)
+
+    def close(self) -> None:
+        """Write what is pending and stop the background thread."""
+        self.drain()
+        self.finisher.shutdown(wait=True)
 
     def run(self, job_id: str, payload: dict[str, Any]) -> None:
-        """Run one queued job to a terminal state; any failure is recorded on the job, never raised."""
-        self.status.state, self.status.current_job = WorkerState.BUSY, job_id
+        """Run one dequeued job, with compatible queued jobs as batch mates, each to a terminal state (results may
+        still be being stored when this returns); failures are recorded on the jobs, never raised."""
+        self.status.state = WorkerState.BUSY
         metrics.WORKER_BUSY.labels(self.model_name).set(1)
+        try:
+            first = self._admit(job_id, payload)
+            if first is not None:
+                batch = [first, *self._claim_batch_mates(first.request)]
+                self._run_batch(batch)
+        finally:
+            self.timers.stop()
+            self.status.state = WorkerState.READY
+            metrics.WORKER_BUSY.labels(self.model_name).set(0)
+
+    # --- admission ------------------------------------------------------------------------------------------
+
+    def _admit(self, job_id: str, payload: dict[str, Any]) -> ActiveJob | None:
+        """Start the job if it may run; else settle it (expired, canceled meanwhile, invalid) and return None."""
         with bound_job(job_id):
             try:
-                outcome = self._run(job_id, payload)
+                request = GenerateRequest.model_validate(payload)
+                check_limits(request, max_pixels=self.settings.max_pixels)
+                total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
+                times = self.store.queue_times(job_id)
+                if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
+                    log.info("job expired: it waited past its queue TTL")
+                    self._count(job_id, "expired")
+                    return None
+                self.status.current_jobs.add(job_id)
+                if not self.store.start(job_id, self.worker_id, total):
+                    log.info("job skipped: no longer queued (canceled)")
+                    self._count(job_id, "skipped")
+                    return None
+                if times is not None:
+                    self._observe("queue_wait", time.time() - times[0])
+                self._warn_truncated_prompts(job_id, request)
             except Exception as exc:
-                outcome = "failed"
-                code = error_code(exc)
-                log.exception("job failed", extra={"code": code})
-                self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
-                if code == "out_of_memory":
-                    self._release_memory()
-            finally:
-                self.timers.stop()
-                self.status.state, self.status.current_job = WorkerState.READY, None
-                metrics.WORKER_BUSY.labels(self.model_name).set(0)
-        metrics.JOBS.labels(self.model_name, outcome).inc()
-
-    def _run(self, job_id: str, payload: dict[str, Any]) -> str:
-        request = GenerateRequest.model_validate(payload)
-        check_limits(request, max_pixels=self.settings.max_pixels)
-        total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
-        times = self.store.queue_times(job_id)
-        if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
-            log.info("job expired: it waited past its queue TTL")
-            return "expired"
-        if not self.store.start(job_id, self.worker_id, total):
-            log.info("job skipped: no longer queued (canceled)")
-            return "skipped"
-        if times is not None:
-            self._observe("queue_wait", time.time() - times[0])
-        self._warn_truncated_prompts(job_id, request)
-
-        timer = self.timers.start()
+                self._fail(job_id, exc)
+                return None
         reporter = StepReporter(
             self.store,
             job_id,
@@ -106,34 +143,116 @@ class GenerationEngine:
             preview_every=request.preview_every,
             latent_family=self.latent_family,
         )
+        return ActiveJob(job_id, request, reporter)
+
+    def _claim_batch_mates(self, first: GenerateRequest) -> list[ActiveJob]:
+        """Take compatible jobs off the queue (waiting up to `batch_wait_ms` for them) and start them."""
+        mates: list[ActiveJob] = []
+        jobs_left = self.settings.max_batch - 1
+        images_left = self.settings.max_batch_images - first.num_images
+        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
+        while jobs_left > 0 and images_left > 0:
+            for job_id, request in self._compatible_queued(first, jobs_left, images_left + first.num_images):
+                # LREM is the claim: whoever removes the id from the queue runs the job.
+                if self.store.redis.lrem(self.queue.key, 1, job_id) != 1:
+                    continue
+                mate = self._admit(job_id, request.model_dump(mode="json"))
+                if mate is not None:
+                    mates.append(mate)
+                    jobs_left -= 1
+                    images_left -= request.num_images
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.002)
+        return mates
+
+    def _compatible_queued(self, first: GenerateRequest, jobs: int, images: int) -> list[tuple[str, GenerateRequest]]:
+        ids = [raw.decode() for raw in self.store.redis.lrange(self.queue.key, 0, BATCH_LOOKAHEAD - 1)]
+        if not ids:
+            return []
+        candidates = [
+            (job_id, request) for job_id, request in zip(ids, self.store.requests(ids), strict=True) if request
+        ]
+        chosen = set(select_batch(first, candidates, max_jobs=jobs + 1, max_images=images))
+        return [(job_id, request) for job_id, request in candidates if job_id in chosen]
+
+    # --- the pipeline call ----------------------------------------------------------------------------------
+
+    def _run_batch(self, batch: list[ActiveJob]) -> None:
+        requests = [job.request for job in batch]
+        parts = split_counts(requests)
+        timer = self.timers.start()
+        live = {job.job_id for job in batch}
 
         def on_step(step: int, total: int, latents: torch.Tensor) -> bool:
             timer.step_done()
-            return reporter(step, total, latents)
+            for job, part in zip(batch, parts, strict=True):
+                if job.job_id in live and job.reporter(step, total, latents[part]):
+                    live.discard(job.job_id)
+                    self._cancel(job, step)
+            return not live  # stop the loop once every job of the batch is canceled
 
-        metrics.BATCH_SIZE.labels(self.model_name).observe(request.num_images)
-        images = generate_images(self.model.pipeline, self.base_scheduler_config, request, on_step)
-        self.timers.stop()
+        metrics.BATCH_SIZE.labels(self.model_name).observe(sum(r.num_images for r in requests))
+        try:
+            images = generate_batch(self.model.pipeline, self.base_scheduler_config, requests, on_step)
+        except Exception as exc:
+            for job in batch:
+                if job.job_id in live:
+                    with bound_job(job.job_id):
+                        self._fail(job.job_id, exc)
+            return
+        finally:
+            self.timers.stop()
         denoise_seconds = self._observe_device_time(timer)
-        if reporter.canceled:
-            del images
+        if not live:
             self._release_memory()
-            self.store.mark_canceled(job_id, reporter.last_step)
-            log.info("job canceled", extra={"step": reporter.last_step})
-            return "canceled"
+            return
+        record_speed(self.store.redis, self.model_name, denoise_seconds, sum(job_work(r) for r in requests))
+        for job, job_images in zip(batch, images, strict=True):
+            if job.job_id in live:
+                self._pending = [f for f in self._pending if not f.done()]
+                self._pending.append(self.finisher.submit(self._finish, job, job_images))
 
-        record_speed(self.store.redis, self.model_name, denoise_seconds, job_work(request))
-        started = time.perf_counter()
-        encoded = [encode_image(image, request.output_format) for image in images]
-        self._observe("image_encode", time.perf_counter() - started)
-        started = time.perf_counter()
-        stored = self.store.mark_succeeded(job_id, encoded)
-        self._observe("store", time.perf_counter() - started)
-        if not stored:
-            return "canceled"  # it was canceled between its last step and now
-        metrics.IMAGES.labels(self.model_name).inc(len(encoded))
-        log.info("job succeeded", extra={"images": len(encoded)})
-        return "succeeded"
+    def _finish(self, job: ActiveJob, images: list[Image.Image]) -> None:
+        """Encode and store one job's images (on the finisher thread)."""
+        with bound_job(job.job_id):
+            try:
+                started = time.perf_counter()
+                encoded = [encode_image(image, job.request.output_format) for image in images]
+                self._observe("image_encode", time.perf_counter() - started)
+                started = time.perf_counter()
+                stored = self.store.mark_succeeded(job.job_id, encoded)
+                self._observe("store", time.perf_counter() - started)
+                if stored:
+                    metrics.IMAGES.labels(self.model_name).inc(len(encoded))
+                    log.info("job succeeded", extra={"images": len(encoded)})
+                self._count(job.job_id, "succeeded" if stored else "canceled")
+            except Exception as exc:
+                self._fail(job.job_id, exc)
+
+    # --- outcomes -------------------------------------------------------------------------------------------
+
+    def _cancel(self, job: ActiveJob, step: int) -> None:
+        with bound_job(job.job_id):
+            self.store.mark_canceled(job.job_id, step)
+            log.info("job canceled", extra={"step": step})
+            self._count(job.job_id, "canceled")
+
+    def _fail(self, job_id: str, exc: Exception) -> None:
+        code = error_code(exc)
+        log.exception("job failed", extra={"code": code})
+        try:
+            self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
+        finally:
+            self._count(job_id, "failed")
+            if code == "out_of_memory":
+                self._release_memory()
+
+    def _count(self, job_id: str, outcome: str) -> None:
+        self.status.current_jobs.discard(job_id)
+        metrics.JOBS.labels(self.model_name, outcome).inc()
+
+    # --- measurements ---------------------------------------------------------------------------------------
 
     def _warn_truncated_prompts(self, job_id: str, request: GenerateRequest) -> None:
         """Record a warning on the job when a prompt is longer than the text encoder's window (it gets truncated)."""

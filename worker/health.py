@@ -25,7 +25,7 @@ class WorkerStatus:
     def __init__(self) -> None:
         self.state = WorkerState.STARTING
         self.detail = ""
-        self.current_job: str | None = None
+        self.current_jobs: set[str] = set()  # started here and not yet settled (computing, or being stored)
 
     @property
     def ready(self) -> bool:

@@ -11,6 +11,7 @@ from diffusers import DiffusionPipeline, StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from core.settings import Settings
+from worker.acceleration import apply_runtime_options
 from worker.tiny import ensure_tiny_pipeline
 
 log = logging.getLogger(__name__)
@@ -75,4 +76,5 @@ def load_model(settings: Settings) -> LoadedModel:
         pipeline = DiffusionPipeline.from_pretrained(str(path) if path.is_dir() else source, torch_dtype=dtype)
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    apply_runtime_options(pipeline, device, settings)
     return LoadedModel(pipeline=pipeline, source=source, device=device, dtype=dtype)

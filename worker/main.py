@@ -49,7 +49,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         """Publish the record once, with the current state."""
         self.info.state = self.status.state.value.lower()
-        self.info.current_job = self.status.current_job
+        self.info.current_jobs = sorted(self.status.current_jobs.copy())
         self.info.heartbeat_at = datetime.now(UTC)
         publish_worker(self.redis, self.info, self.interval)
 
@@ -141,6 +141,7 @@ def run_worker(settings: Settings) -> None:
     try:
         serve_queue(redis, model_name, worker_id, settings)
     finally:
+        engine.close()  # results still being stored are written before the worker leaves
         heartbeat.stopped.set()
         remove_worker(redis, worker_id)
         tasks.install_engine(None)

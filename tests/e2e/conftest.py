@@ -21,6 +21,8 @@ def stack_env(cache_dir: Path) -> dict[str, str]:
         "IMAGEGEN_HEARTBEAT_SECONDS": "1",
         "IMAGEGEN_WARMUP_STEPS": "1",
         "IMAGEGEN_LOG_LEVEL": "INFO",
+        # One job at a time, so tests of queue order and positions see each job; batching has its own tests.
+        "IMAGEGEN_MAX_BATCH": "1",
     }
 
 

@@ -8,8 +8,14 @@ from core import keys
 from core.jobs import JobStore
 from core.schemas import GenerateRequest, JobStatus
 
-# Shared indexes without a TTL: their members leave with their jobs (status scripts, the recovery sweep).
-INDEXES = {keys.running_jobs_key(), keys.queue_deadlines_key()}
+# Shared indexes without a TTL: their members leave with their jobs (status scripts, the recovery sweep), and the
+# webhook delivery stream and its retry set are drained by the deliverer.
+INDEXES = {
+    keys.running_jobs_key(),
+    keys.queue_deadlines_key(),
+    keys.webhook_deliveries_key(),
+    keys.webhook_retries_key(),
+}
 
 
 def _all_keys(redis: Redis) -> list[str]:

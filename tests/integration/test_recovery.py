@@ -31,7 +31,7 @@ def _alive(redis: Redis, worker_id: str, current_job: str | None) -> None:
         device="cpu",
         dtype="float32",
         state="busy",
-        current_job=current_job,
+        current_jobs=[current_job] if current_job else [],
         started_at=now,
         heartbeat_at=now,
     )

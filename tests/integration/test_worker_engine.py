@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
+import numpy as np
 import pytest
 from PIL import Image
 from redis import Redis
 
 from core.jobs import JobStore
+from core.queueing import enqueue_generation, model_queue
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
+from worker import metrics
 from worker.engine import GenerationEngine, error_code
+from worker.generation import generate_images
 from worker.health import WorkerState, WorkerStatus
 from worker.loading import load_model
 
@@ -36,6 +42,7 @@ def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
 def test_job_succeeds_with_images_of_the_requested_format(engine: GenerationEngine, store: JobStore) -> None:
     payload = _queue_job(store, "ok", num_images=2, output_format="jpeg", width=96, height=64)
     engine.run("ok", payload)
+    engine.drain()
     job = store.get("ok")
     assert job.status is JobStatus.SUCCEEDED
     assert job.worker_id == "worker-test"
@@ -52,6 +59,7 @@ def test_failure_is_recorded_and_the_next_job_still_runs(
 ) -> None:
     # Over this worker's own pixel limit: the API (with a larger limit) accepted it, the worker refuses it.
     engine.run("big", _queue_job(store, "big", width=128, height=128))
+    engine.drain()
     failed = store.get("big")
     assert failed.status is JobStatus.FAILED
     assert failed.error.code == "invalid_request"
@@ -59,6 +67,7 @@ def test_failure_is_recorded_and_the_next_job_still_runs(
     assert redis_client.ttl("imagegen:job:big") <= engine.settings.result_ttl_seconds
 
     engine.run("next", _queue_job(store, "next"))
+    engine.drain()
     assert store.get("next").status is JobStatus.SUCCEEDED
 
 
@@ -75,12 +84,14 @@ def test_error_codes() -> None:
 def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngine, store: JobStore) -> None:
     long_prompt = "a red circle " * 40  # far over the tiny tokenizer's 77-token window
     engine.run("long", _queue_job(store, "long", prompt=long_prompt))
+    engine.drain()
     job = store.get("long")
     assert job.status is JobStatus.SUCCEEDED
     assert len(job.warnings) == 1
     assert job.warnings[0].startswith("prompt is ")
     assert "reads the first 77" in job.warnings[0]
     engine.run("short", _queue_job(store, "short"))
+    engine.drain()
     assert store.get("short").warnings == []
 
 
@@ -88,6 +99,67 @@ def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store:
     payload = _queue_job(store, "late", queue_ttl_seconds=1)
     redis_client.hset("imagegen:job:late", "expires_at", 0)  # as if it had waited past its TTL
     engine.run("late", payload)
+    engine.drain()
     job = store.get("late")
     assert job.status is JobStatus.EXPIRED
     assert job.attempts == 0
+
+
+def _enqueue(store: JobStore, job_id: str, **fields) -> dict:
+    payload = _queue_job(store, job_id, **fields)
+    enqueue_generation(
+        model_queue(store.redis, "tiny"), job_id, GenerateRequest(**payload), queue_ttl=60, job_timeout=60
+    )
+    return payload
+
+
+@pytest.fixture
+def batching(loaded, store: JobStore, settings: Settings) -> GenerationEngine:
+    batched = settings.model_copy(update={"max_batch": 4, "batch_wait_ms": 0})
+    return GenerationEngine(loaded, store, batched, "worker-batch", WorkerStatus())
+
+
+def test_compatible_queued_jobs_run_as_one_batch(batching: GenerationEngine, store: JobStore) -> None:
+    first = _queue_job(store, "first", seed=10)
+    _enqueue(store, "mate-1", seed=11, prompt="a blue square", num_images=2)
+    _enqueue(store, "other-size", seed=12, width=72)
+    _enqueue(store, "mate-2", seed=13, negative_prompt="red")
+    before = metrics.BATCH_SIZE.labels("tiny")._sum.get()
+    batching.run("first", first)
+    batching.drain()
+    for job_id in ("first", "mate-1", "mate-2"):
+        job = store.get(job_id)
+        assert job.status is JobStatus.SUCCEEDED, job_id
+        types = [t for _, t, _ in store.read_events(job_id)]
+        assert types[:2] == ["queued", "started"] and types[-1] == "succeeded" and "step" in types
+    assert metrics.BATCH_SIZE.labels("tiny")._sum.get() - before == 4  # 1 + 2 + 1 images in one call
+    assert store.get("other-size").status is JobStatus.QUEUED
+    assert model_queue(store.redis, "tiny").job_ids == ["other-size"]
+    # Each job's pixels are what it gets alone.
+    alone = generate_images(
+        batching.model.pipeline, batching.base_scheduler_config, GenerateRequest(**_payload_of(store, "mate-1"))
+    )
+    got = Image.open(io.BytesIO(store.get_image("mate-1", 1)))
+    assert np.abs(np.asarray(got).astype(int) - np.asarray(alone[1]).astype(int)).max() <= 2
+
+
+def _payload_of(store: JobStore, job_id: str) -> dict:
+    return store.get(job_id).request.model_dump(mode="json")
+
+
+def test_canceling_one_job_of_a_batch_leaves_the_others(batching: GenerationEngine, store: JobStore) -> None:
+    first = _queue_job(store, "keep", seed=1, width=256, height=256, steps=30)
+    _enqueue(store, "drop", seed=2, width=256, height=256, steps=30)
+    thread = threading.Thread(target=batching.run, args=("keep", first))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while store.get("drop").progress.step < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.cancel("drop", model_queue(store.redis, "tiny").key).value == "cancel_requested"
+    thread.join(timeout=120)
+    batching.drain()
+    dropped, kept = store.get("drop"), store.get("keep")
+    assert dropped.status is JobStatus.CANCELED
+    assert dropped.progress.step < 30
+    assert kept.status is JobStatus.SUCCEEDED
+    assert kept.progress.step == 30

@@ -1,0 +1,32 @@
+"""Runtime options change speed, not pixels: channels_last and fused QKV give the same images (tiny, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.schemas import GenerateRequest
+from core.settings import Settings
+from worker.generation import generate_images
+from worker.loading import load_model
+
+REQUEST = GenerateRequest(prompt="a red circle", negative_prompt="blue", width=64, height=64, steps=3, seed=5)
+
+
+def test_options_default_off_on_cpu(cache_dir) -> None:
+    model = load_model(Settings(model="tiny", cache_dir=cache_dir, device="cpu"))
+    assert next(model.pipeline.unet.parameters()).is_contiguous()  # no channels_last on CPU by default
+
+
+def test_channels_last_and_fused_qkv_keep_the_pixels(cache_dir) -> None:
+    plain = load_model(Settings(model="tiny", cache_dir=cache_dir, device="cpu"))
+    fast = load_model(
+        Settings(model="tiny", cache_dir=cache_dir, device="cpu", channels_last=True, fuse_qkv=True, vae_tiling=True)
+    )
+    weight = fast.pipeline.unet.conv_in.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert fast.pipeline.unet.original_attn_processors is not None  # the QKV projections were fused
+    config = dict(plain.pipeline.scheduler.config)
+    want = np.asarray(generate_images(plain.pipeline, config, REQUEST)[0]).astype(int)
+    got = np.asarray(generate_images(fast.pipeline, config, REQUEST)[0]).astype(int)
+    assert np.abs(got - want).max() <= 2

@@ -1,0 +1,54 @@
+"""Runtime options of a loaded pipeline: memory format, fused attention projections, compilation, VAE tiling, CPU
+threads. Defaults follow the device: the CUDA options are on for GPUs, off on CPUs.
+
+Stream policy: every kernel runs on the default CUDA stream of the worker's one device; the worker overlaps work on
+the host instead (PNG/JPEG/WebP encoding and Redis writes run on a thread while the next batch is denoised).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from diffusers import DiffusionPipeline
+
+from core.schemas import GenerateRequest
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _on(setting: bool | None, device: torch.device) -> bool:
+    return device.type == "cuda" if setting is None else setting
+
+
+def apply_runtime_options(pipeline: DiffusionPipeline, device: torch.device, settings: Settings) -> list[str]:
+    """Apply the configured options to a loaded pipeline; returns what was applied (for the log)."""
+    applied = []
+    if device.type == "cpu" and settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+        applied.append(f"cpu_threads={settings.cpu_threads}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # only fp32 matmuls are affected; fp16/bf16 weights are not
+        torch.backends.cudnn.allow_tf32 = True
+    if _on(settings.channels_last, device):
+        pipeline.unet.to(memory_format=torch.channels_last)
+        pipeline.vae.to(memory_format=torch.channels_last)
+        applied.append("channels_last")
+    if _on(settings.fuse_qkv, device) and hasattr(pipeline, "fuse_qkv_projections"):
+        pipeline.fuse_qkv_projections()
+        applied.append("fused_qkv")
+    if _on(settings.vae_tiling, device) and hasattr(pipeline.vae, "enable_tiling"):
+        pipeline.vae.enable_tiling()  # only images larger than the VAE's tile are decoded in tiles
+        applied.append("vae_tiling")
+    if settings.compile:
+        pipeline.unet = torch.compile(pipeline.unet, mode=settings.compile_mode, fullgraph=False)
+        applied.append(f"compile({settings.compile_mode})")
+    log.info("runtime options: %s", ", ".join(applied) or "none")
+    return applied
+
+
+def warm_up_request(pipeline: DiffusionPipeline, steps: int) -> GenerateRequest:
+    """A request at the model's native size; with `torch.compile` on, the warm-up compiles for that size."""
+    side = int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+    return GenerateRequest(prompt="warm-up", width=side, height=side, steps=steps, seed=0)

@@ -1,0 +1,68 @@
+"""Which queued jobs may share one pipeline call: pure logic, free of Redis and torch, so it is unit-tested directly.
+
+Jobs are compatible when everything the denoising loop shares is equal: model, size, steps, sampler and guidance.
+Prompts, negative prompts, seeds, image counts, output formats and previews may differ per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.schemas import GenerateRequest, Sampler
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What jobs in one batch must share."""
+
+    model: str | None
+    width: int
+    height: int
+    steps: int
+    sampler: Sampler
+    guidance_scale: float
+
+
+def batch_key(request: GenerateRequest) -> BatchKey:
+    """The batch key of a request."""
+    return BatchKey(
+        model=request.model,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        sampler=request.sampler,
+        guidance_scale=request.guidance_scale,
+    )
+
+
+def select_batch(
+    first: GenerateRequest,
+    candidates: Sequence[tuple[str, GenerateRequest]],
+    *,
+    max_jobs: int,
+    max_images: int,
+) -> list[str]:
+    """Ids of the candidates (in queue order) to run with `first`: compatible ones, while the batch stays within
+    `max_jobs` jobs and `max_images` images. A candidate that does not fit is skipped, not a stop: a later, smaller
+    one may still fit.
+    """
+    key = batch_key(first)
+    chosen: list[str] = []
+    images = first.num_images
+    for job_id, request in candidates:
+        if 1 + len(chosen) >= max_jobs:
+            break
+        if batch_key(request) == key and images + request.num_images <= max_images:
+            chosen.append(job_id)
+            images += request.num_images
+    return chosen
+
+
+def split_counts(requests: Sequence[GenerateRequest]) -> list[slice]:
+    """The slice of the batch's images (and latents) that belongs to each request, in order."""
+    slices, start = [], 0
+    for request in requests:
+        slices.append(slice(start, start + request.num_images))
+        start += request.num_images
+    return slices
