@@ -305,6 +305,14 @@ class JobStore:
             pipe.hget(keys.job_key(job_id), "request")
         return [GenerateRequest.model_validate_json(raw) if raw else None for raw in pipe.execute()]
 
+    def running_jobs(self, model: str) -> list[str]:
+        """Ids of the running jobs of `model`."""
+        ids = [raw.decode() for raw in self.redis.smembers(keys.running_jobs_key())]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(keys.job_key(job_id), "model")
+        return [job_id for job_id, owner in zip(ids, pipe.execute(), strict=True) if owner == model.encode()]
+
     def work_left(self, job_ids: list[str]) -> list[float]:
         """For each job, the work it still has to do (all of it while queued; the rest of it while running)."""
         pipe = self.redis.pipeline(transaction=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from redis import Redis
-from rq.registry import StartedJobRegistry
 
 from core.eta import estimate_queue_eta, job_work
 from core.jobs import JobStore
@@ -25,7 +24,8 @@ def predict_wait(
     ahead = store.work_left([i.decode() for i in redis.lrange(queue.key, 0, read - 1)]) if read else []
     if ahead and position > len(ahead):
         ahead = ahead + [sum(ahead) / len(ahead)] * (position - len(ahead))
-    running = store.work_left(StartedJobRegistry(queue.name, connection=redis).get_job_ids())
+    # Our own set of running jobs (batch mates a worker claimed never pass through RQ's started registry).
+    running = store.work_left(store.running_jobs(model))
     workers = sum(1 for worker in live_workers(redis) if worker.model == model)
     return estimate_queue_eta(ahead, running, job_work(request), unit_seconds(redis, model), workers)
 
