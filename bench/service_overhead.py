@@ -90,8 +90,9 @@ def follow_one(client: httpx.Client, exclude_queue_wait: bool) -> float:
                 break
     seen = time.perf_counter() - started
     timings = client.get(f"/jobs/{job['id']}").json()["timings"]
-    compute = datetime.fromisoformat(timings["finished_at"]) - datetime.fromisoformat(timings["started_at"])
-    return seen - compute.total_seconds()
+    created, began, finished = (datetime.fromisoformat(timings[k]) for k in ("created_at", "started_at", "finished_at"))
+    waited = (began - created).total_seconds() if exclude_queue_wait else 0.0
+    return seen - (finished - began).total_seconds() - waited
 
 
 def latency_overhead(url: str, clients: int, jobs_per_client: int) -> list[float]:
@@ -143,7 +144,7 @@ def main() -> None:
             subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "api", "--port", str(api_port)],
                 env=env,
-                stderr=subprocess.DEVNULL,
+                stderr=(work / "api.log").open("wb"),
             )
         )
         processes.append(
@@ -163,7 +164,9 @@ def main() -> None:
         redis.flushdb()
 
         processes.append(
-            subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker"], env=env, stderr=(work / "worker.log").open("wb")
+            )
         )
         wait_for(f"http://127.0.0.1:{metrics_port}/readyz")
         calls_before = redis_calls(redis)
@@ -199,9 +202,8 @@ def main() -> None:
     print(f"{'POST /generate / bare':<44}{api_rps / bare_rps:>12.2f}")
     print(f"{'overhead p50 / p99 at 1 client, ms':<44}{p50:>6.1f} /{p99:>5.1f}")
     many_stats = result[f"overhead_ms_{args.clients}_clients"]
-    print(
-        f"{f'overhead p50 / p99 at {args.clients} clients, ms':<44}{many_stats['p50']:>6.1f} /{many_stats['p99']:>5.1f}"
-    )
+    label = f"same at {args.clients} clients, less queue wait, ms"
+    print(f"{label:<44}{many_stats['p50']:>6.1f} /{many_stats['p99']:>5.1f}")
     print(f"{'Redis commands per job (with its stream)':<44}{calls_per_job:>12.1f}")
     verdicts = [
         ("p50 overhead <= 10 ms at 1 client", p50 <= 10),
