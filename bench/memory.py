@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.service_overhead import free_port, wait_for
+from bench.common import free_port, wait_for
 
 BODY = {"prompt": "memory", "width": 64, "height": 64, "steps": 2, "sampler": "euler", "num_images": 2}
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
 
+from bench.common import median_seconds
 from core.schemas import GenerateRequest
 from core.settings import Settings
 from worker.generation import generate_batch, seeded_generators
@@ -37,7 +36,7 @@ def build_sd15_random(folder: Path) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from worker.tiny import SD15_SCHEDULER_CONFIG, write_byte_level_clip_tokenizer
+    from worker.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline, write_byte_level_clip_tokenizer
 
     torch.manual_seed(0)
     write_byte_level_clip_tokenizer(folder / "tok-src")
@@ -78,15 +77,8 @@ def build_sd15_random(folder: Path) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    pipeline = assemble_sd_pipeline(
+        vae, text_encoder, tokenizer, unet, PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)
     )
     pipeline.save_pretrained(str(folder / "sd15"), safe_serialization=True)
     return folder / "sd15"
@@ -113,20 +105,7 @@ def measure_plain(
             generator=seeded_generators([request.seed or 0]),
         )
 
-    return timed(run, repeats, sync)
-
-
-def timed(fn, repeats: int, sync) -> float:
-    """Median seconds of `fn` after one warm-up call."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(run, repeats, sync)
 
 
 def main() -> None:
@@ -174,7 +153,9 @@ def main() -> None:
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         requests = [request.model_copy(update={"seed": 100 + i}) for i in range(batch)]
-        seconds = timed(lambda requests=requests: generate_batch(worker.pipeline, config, requests), args.repeats, sync)
+        seconds = median_seconds(
+            lambda requests=requests: generate_batch(worker.pipeline, config, requests), args.repeats, sync
+        )
         scale = (args.size / 512) ** 2
         tflop = batch * (args.steps * STEP_TFLOP_512 + VAE_TFLOP_512) * scale
         mfu = tflop / seconds / args.peak_tflops if args.model == "sd15" and device.type == "cuda" else None

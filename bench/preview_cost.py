@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from diffusers import AutoencoderKL
 
+from bench.common import median_seconds
 from worker.previews import preview_event
-
-
-def _median_seconds(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -54,8 +41,8 @@ def main() -> None:
     latents = torch.randn(1, 4, args.size // 8, args.size // 8, device=device, dtype=dtype)
 
     with torch.inference_mode():
-        preview = _median_seconds(lambda: preview_event(latents, "sd15", step=1), args.repeats, sync)
-        decode = _median_seconds(lambda: vae.decode(latents / 0.18215).sample, args.repeats, sync)
+        preview = median_seconds(lambda: preview_event(latents, "sd15", step=1), args.repeats, sync)
+        decode = median_seconds(lambda: vae.decode(latents / 0.18215).sample, args.repeats, sync)
 
     result = {
         "size": args.size,

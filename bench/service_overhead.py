@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
+from bench.common import free_port, wait_for
+
 BODY = {"prompt": "overhead", "width": 64, "height": 64, "steps": 1, "sampler": "euler", "guidance_scale": 1.0}
 BARE_APP = """
 from fastapi import FastAPI
@@ -39,24 +40,6 @@ app = FastAPI()
 def generate(request: GenerateRequest) -> dict:
     return {"id": "0" * 32, "status": "queued", "request": request.model_dump(mode="json")}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 from core.settings import Settings
 
@@ -71,32 +69,9 @@ def _dev(settings: Settings, host: str, port: int) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from service.client import generate_to_files
+    from service.generate_command import run_generate
 
-    body: dict[str, object] = {"prompt": args.prompt}
-    for name in (
-        "negative_prompt",
-        "width",
-        "height",
-        "steps",
-        "guidance_scale",
-        "sampler",
-        "seed",
-        "num_images",
-        "model",
-    ):
-        value = getattr(args, name)
-        if value is not None:
-            body[name] = value
-    output = Path(args.output)
-    suffix = output.suffix.lower().lstrip(".")
-    body["output_format"] = {"jpg": "jpeg"}.get(suffix, suffix) if suffix in {"png", "jpg", "jpeg", "webp"} else "png"
-    started = time.monotonic()
-    job, paths = generate_to_files(args.url, body, output, timeout=args.timeout)
-    for path in paths:
-        print(path)
-    print(f"seed {job['seed']} ({job['status']} in {time.monotonic() - started:.1f}s, job {job['id']})")
-    return 0
+    return run_generate(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
 
-    gen = commands.add_parser("generate", help="submit a prompt to a running API, wait, and write the images")
+    gen = commands.add_parser(
+        "generate", help="submit a prompt to a running API, show its progress, and write the images (Ctrl-C cancels)"
+    )
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", default="out.png", help="file to write (more images: out-1.png, ...)")
     gen.add_argument("--url", default=os.environ.get("IMAGEGEN_URL", "http://127.0.0.1:8000"))
@@ -125,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-n", "--num-images", dest="num_images", type=int)
     gen.add_argument("--model")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
+    gen.add_argument(
+        "--api-key",
+        default=os.environ.get("IMAGEGEN_API_KEY"),
+        help="sent as Authorization: Bearer (default: $IMAGEGEN_API_KEY)",
+    )
+    gen.add_argument(
+        "--preview",
+        type=int,
+        metavar="K",
+        help="a latent preview every K steps, kept up to date in OUT.preview.webp beside the output",
+    )
     return parser
 
 

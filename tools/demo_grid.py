@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 from PIL import Image, ImageDraw
 
-
 ROWS = [
     ("red", "circle", "blue"),
     ("yellow", "square", "black"),

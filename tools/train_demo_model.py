@@ -266,10 +266,10 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, config: Co
 
 def train(out: Path, config: Config) -> Path:
     """The whole run: data, VAE, cached latents, UNet and text encoder; saves the pipeline into `out`."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler
     from transformers import CLIPTokenizer
 
-    from worker.tiny import SD15_SCHEDULER_CONFIG
+    from worker.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline
 
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -290,18 +290,10 @@ def train(out: Path, config: Config) -> Path:
     print(f"latents {tuple(latents.shape)}, scaling factor {scaling:.4f}", flush=True)
 
     unet, text_encoder = train_unet(latents, captions, tokenizer, config)
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        # SD 1.5's noise schedule with Euler as the default sampler: PNDM, SD 1.5's own default, draws blobs with this
-        # small model at 20 steps (3 of 24 prompts right), while DDIM, Euler, Euler a and DPM++ 2M get 24 of 24.
-        scheduler=EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    # SD 1.5's noise schedule with Euler as the default sampler: PNDM, SD 1.5's own default, draws blobs with this
+    # small model at 20 steps (3 of 24 prompts right), while DDIM, Euler, Euler a and DPM++ 2M get 24 of 24.
+    scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG)
+    pipeline = assemble_sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler)
     out.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(str(out), safe_serialization=True)
     print(f"saved to {out}", flush=True)

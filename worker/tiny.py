@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TINY_SEED = 0
 TINY_VERSION = "tiny-v2"
@@ -56,10 +57,26 @@ def write_byte_level_clip_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
 
 
+def assemble_sd_pipeline(vae: Any, text_encoder: Any, tokenizer: Any, unet: Any, scheduler: Any) -> Any:
+    """A `StableDiffusionPipeline` of these components, without safety checker (models built in code have none)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_tiny_pipeline(folder: Path) -> None:
     """Build the tiny pipeline from code and `save_pretrained` it into `folder`."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -106,16 +123,7 @@ def build_tiny_pipeline(folder: Path) -> None:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_sd_pipeline(vae, text_encoder, tokenizer, unet, PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG))
     pipe.save_pretrained(str(folder), safe_serialization=True)
 
 

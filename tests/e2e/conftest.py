@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,12 @@ def stack_env(cache_dir: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def started_stack(tmp: Path, env: dict[str, str], worker_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A ready API and worker on the flushed test Redis; stopped, and the Redis flushed, afterwards."""
     redis = Redis.from_url(TEST_REDIS_URL)
     redis.flushdb()
-    # The worker's own pixel limit is below the API's: a job the API accepts can then fail in the worker.
-    running = Stack(tmp_path_factory.mktemp("stack"), stack_env(cache_dir), {"IMAGEGEN_MAX_PIXELS": str(96 * 96)})
+    running = Stack(tmp, env, worker_env)
     try:
         running.wait_ready()
         yield running
@@ -39,3 +40,11 @@ def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         running.stop()
         redis.flushdb()
         redis.close()
+
+
+@pytest.fixture(scope="module")
+def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # The worker's own pixel limit is below the API's: a job the API accepts can then fail in the worker.
+    worker_env = {"IMAGEGEN_MAX_PIXELS": str(96 * 96)}
+    with started_stack(tmp_path_factory.mktemp("stack"), stack_env(cache_dir), worker_env) as running:
+        yield running

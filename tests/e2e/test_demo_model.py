@@ -10,11 +10,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from PIL import Image
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
 from tests.demo_colours import picture_colours
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 from tools.train_demo_model import COLOURS, SHAPES, caption
 from worker.loading import DEMO_MODEL_DIR
@@ -28,15 +26,8 @@ SETTINGS = {"width": 64, "height": 64, "steps": 20, "guidance_scale": 4.0, "samp
 
 @pytest.fixture(scope="module")
 def stack(cache_dir, tmp_path_factory) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    running = Stack(tmp_path_factory.mktemp("demo"), {**stack_env(cache_dir), "IMAGEGEN_MODEL": "demo"})
-    try:
-        running.wait_ready()
+    with started_stack(tmp_path_factory.mktemp("demo"), {**stack_env(cache_dir), "IMAGEGEN_MODEL": "demo"}) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
 
 
 def _generate_all(stack: Stack, bodies: list[dict]) -> list[np.ndarray]:

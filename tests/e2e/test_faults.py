@@ -12,8 +12,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Process, Stack, free_port, wait_until
 from tests.e2e.sse import read_events
 
@@ -23,15 +22,8 @@ FAST_RECOVERY = {"IMAGEGEN_HEARTBEAT_SECONDS": "1", "IMAGEGEN_REAPER_SECONDS": "
 
 @pytest.fixture
 def stack(cache_dir: Path, tmp_path: Path) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    running = Stack(tmp_path, {**stack_env(cache_dir), **FAST_RECOVERY})
-    try:
-        running.wait_ready()
+    with started_stack(tmp_path, {**stack_env(cache_dir), **FAST_RECOVERY}) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
 
 
 def _second_worker(stack: Stack, cache_dir: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Process:

@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
@@ -21,15 +19,8 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent
 
 @pytest.fixture
 def stack(cache_dir: Path, tmp_path: Path) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    running = Stack(tmp_path, {**stack_env(cache_dir), "IMAGEGEN_LOG_LEVEL": "WARNING"})
-    try:
-        running.wait_ready()
+    with started_stack(tmp_path, {**stack_env(cache_dir), "IMAGEGEN_LOG_LEVEL": "WARNING"}) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
 
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis not installed (dev extra)")

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 
 CLIENTS, PER_CLIENT = 50, 40
@@ -20,17 +18,10 @@ BODY = {"prompt": "load", "width": 64, "height": 64, "steps": 1, "sampler": "eul
 
 @pytest.fixture
 def stack(cache_dir: Path, tmp_path: Path) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    running = Stack(
+    with started_stack(
         tmp_path, {**stack_env(cache_dir), "IMAGEGEN_MAX_QUEUE_DEPTH": "10", "IMAGEGEN_LOG_LEVEL": "WARNING"}
-    )
-    try:
-        running.wait_ready()
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
 
 
 def _rss_kib(pid: int) -> int:

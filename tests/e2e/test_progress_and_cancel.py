@@ -9,10 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from PIL import Image
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack, wait_until
 from tests.e2e.sse import read_events
 
@@ -23,16 +21,9 @@ SHORT = {"prompt": "a short job", "width": 64, "height": 64, "steps": 4}
 
 @pytest.fixture(scope="module")
 def stack(cache_dir, tmp_path_factory) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
     env = {**stack_env(cache_dir), "IMAGEGEN_SSE_PING_SECONDS": "0.5"}  # 15 s by default
-    running = Stack(tmp_path_factory.mktemp("progress"), env)
-    try:
-        running.wait_ready()
+    with started_stack(tmp_path_factory.mktemp("progress"), env) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
 
 
 def test_stream_of_a_20_step_job(stack: Stack) -> None:

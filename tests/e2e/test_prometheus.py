@@ -9,10 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (.ci/run does)")
@@ -30,15 +28,8 @@ scrape_configs:
 
 @pytest.fixture(scope="module")
 def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    running = Stack(tmp_path_factory.mktemp("observed"), stack_env(cache_dir))
-    try:
-        running.wait_ready()
+    with started_stack(tmp_path_factory.mktemp("observed"), stack_env(cache_dir)) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
 
 
 @pytest.fixture(scope="module")
