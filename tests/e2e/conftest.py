@@ -28,11 +28,16 @@ def stack_env(cache_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def started_stack(tmp: Path, env: dict[str, str], worker_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """A ready API and worker on the flushed test Redis; stopped, and the Redis flushed, afterwards."""
+def started_stack(
+    tmp: Path, env: dict[str, str], worker_env: dict[str, str] | None = None, api_key: str | None = None
+) -> Iterator[Stack]:
+    """A ready API and worker on the flushed test Redis (its client sending `api_key`, if any); stopped, and the
+    Redis flushed, afterwards."""
     redis = Redis.from_url(TEST_REDIS_URL)
     redis.flushdb()
     running = Stack(tmp, env, worker_env)
+    if api_key:
+        running.client.headers["Authorization"] = f"Bearer {api_key}"
     try:
         running.wait_ready()
         yield running

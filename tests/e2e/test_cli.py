@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from redis import Redis
 
 from service.auth import hash_key
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import IMAGEGEN, Stack
 
 KEY = "sk-cli-test"
@@ -30,18 +28,11 @@ WORKER_MAX_PIXELS = 512 * 512  # below the API's limit: a 520x512 job is accepte
 
 @pytest.fixture(scope="module")
 def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
     env = {**stack_env(cache_dir), "IMAGEGEN_API_KEY_HASHES": json.dumps([hash_key(KEY)])}
-    running = Stack(tmp_path_factory.mktemp("cli"), env, {"IMAGEGEN_MAX_PIXELS": str(WORKER_MAX_PIXELS)})
-    running.client.headers["Authorization"] = f"Bearer {KEY}"
-    try:
-        running.wait_ready()
+    with started_stack(
+        tmp_path_factory.mktemp("cli"), env, {"IMAGEGEN_MAX_PIXELS": str(WORKER_MAX_PIXELS)}, api_key=KEY
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
-        redis.close()
 
 
 def _env(**extra: str) -> dict[str, str]:

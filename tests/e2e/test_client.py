@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from redis import Redis
 
 from core.events import PreviewEvent, QueuedEvent, StartedEvent, StepEvent, SucceededEvent
 from core.schemas import GenerateRequest, JobStatus, Sampler
 from service.auth import hash_key
 from service.client import AsyncImagegenClient, ImagegenClient, ImagegenError, JobFailedError
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 
 KEY = "sk-client-test"
@@ -27,19 +25,12 @@ LONG = GenerateRequest(prompt="a long job", width=512, height=512, steps=150, sa
 
 @pytest.fixture(scope="module")
 def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
     env = {**stack_env(cache_dir), "IMAGEGEN_API_KEY_HASHES": json.dumps([hash_key(KEY)])}
     # The worker's pixel limit is below the API's: a 520x512 job is accepted, then fails in the worker.
-    running = Stack(tmp_path_factory.mktemp("client"), env, {"IMAGEGEN_MAX_PIXELS": str(512 * 512)})
-    running.client.headers["Authorization"] = f"Bearer {KEY}"
-    try:
-        running.wait_ready()
+    with started_stack(
+        tmp_path_factory.mktemp("client"), env, {"IMAGEGEN_MAX_PIXELS": str(512 * 512)}, api_key=KEY
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
-        redis.close()
 
 
 @pytest.fixture

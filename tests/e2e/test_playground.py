@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack, wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip)")
@@ -37,16 +35,8 @@ LONG = {"prompt": "a long job", "width": "512", "height": "512", "steps": "150"}
 
 @pytest.fixture(scope="module")
 def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    running = Stack(tmp_path_factory.mktemp("playground"), stack_env(cache_dir))
-    try:
-        running.wait_ready()
+    with started_stack(tmp_path_factory.mktemp("playground"), stack_env(cache_dir)) as running:
         yield running
-    finally:
-        running.stop()
-        redis.flushdb()
-        redis.close()
 
 
 @pytest.fixture(scope="module")
