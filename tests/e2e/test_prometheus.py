@@ -74,14 +74,18 @@ def test_prometheus_sees_steps_and_queue_depth(stack: Stack, prometheus: httpx.C
         assert stack.wait_job(job["id"])["status"] == "succeeded"
     steps_run = 20 + 3 + 5 + 7
 
-    count = "sum(imagegen_denoise_step_seconds_count)"
-    wait_until(lambda: _query(prometheus, count) == steps_run, 30, f"{steps_run} steps counted")
+    # Scrapes every 500 ms, and a job's counters move just after its record does: wait for each to settle.
+    expected = {
+        "sum(imagegen_denoise_step_seconds_count)": steps_run,
+        'sum(imagegen_jobs_total{outcome="succeeded"})': 4,
+        "sum(imagegen_images_generated_total)": 4,
+        'sum(imagegen_jobs_submitted_total{model="tiny"})': 4,
+        'sum(imagegen_workers{model="tiny"})': 1,
+        'sum(imagegen_job_phase_seconds_count{phase="vae_decode"})': 4,
+    }
+    for expr, value in expected.items():
+        wait_until(lambda expr=expr, value=value: _query(prometheus, expr) == value, 30, f"{expr} == {value}")
     assert _query(prometheus, "max_over_time(imagegen_queue_depth[5m])") > 0
-    assert _query(prometheus, 'sum(imagegen_jobs_total{outcome="succeeded"})') == 4
-    assert _query(prometheus, "sum(imagegen_images_generated_total)") == 4
-    assert _query(prometheus, 'sum(imagegen_jobs_submitted_total{model="tiny"})') == 4
-    assert _query(prometheus, 'sum(imagegen_workers{model="tiny"})') == 1
-    assert _query(prometheus, 'sum(imagegen_job_phase_seconds_count{phase="vae_decode"})') == 4
     assert _query(prometheus, 'sum(imagegen_http_requests_total{route="/jobs/{job_id}",method="GET"})') > 0
 
 
