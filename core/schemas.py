@@ -82,6 +82,7 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="Absent: a random seed, recorded.")
     num_images: int = Field(default=1, ge=1, le=8)
     output_format: OutputFormat = OutputFormat.PNG
+    output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality (92/90 by default).")
     model: str | None = Field(default=None, min_length=1, max_length=100, description="Absent: the default model.")
     preview_every: int = Field(default=0, ge=0, le=150, description="0: no previews; k: a preview every k steps.")
     max_wait_seconds: float | None = Field(

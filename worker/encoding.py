@@ -1,22 +1,73 @@
-"""Encoding result images into the format a request asked for."""
+"""Encoding result images into the format a request asked for, with the generation parameters inside the file
+(AUTOMATIC1111's `parameters` text, which tools that read A1111 files understand)."""
 
 from __future__ import annotations
 
 import io
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from core.schemas import OutputFormat
+from core.schemas import GenerateRequest, OutputFormat, Sampler
 
-_SAVE_OPTIONS: dict[OutputFormat, dict[str, object]] = {
-    OutputFormat.PNG: {"format": "PNG", "compress_level": 4},
-    OutputFormat.JPEG: {"format": "JPEG", "quality": 92},
-    OutputFormat.WEBP: {"format": "WEBP", "quality": 90},
+DEFAULT_QUALITY = {OutputFormat.JPEG: 92, OutputFormat.WEBP: 90}
+# How AUTOMATIC1111 names each sampler in its parameters text.
+A1111_SAMPLER_NAMES = {
+    Sampler.DDIM: "DDIM",
+    Sampler.PNDM: "PLMS",
+    Sampler.LMS: "LMS",
+    Sampler.HEUN: "Heun",
+    Sampler.EULER: "Euler",
+    Sampler.EULER_A: "Euler a",
+    Sampler.DPMPP_2M: "DPM++ 2M",
+    Sampler.DPMPP_2M_KARRAS: "DPM++ 2M Karras",
+    Sampler.UNIPC: "UniPC",
+    Sampler.LCM: "LCM",
 }
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
 
 
-def encode_image(image: Image.Image, output_format: OutputFormat) -> bytes:
-    """The image's bytes in `output_format` (PNG lossless; JPEG and WebP at high quality)."""
+def a1111_parameters(request: GenerateRequest, seed: int, model: str) -> str:
+    """The AUTOMATIC1111 `parameters` text of one image: prompt, negative prompt, then the settings line."""
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f"Negative prompt: {request.negative_prompt}")
+    sampler = A1111_SAMPLER_NAMES[request.sampler]
+    lines.append(
+        f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.guidance_scale:g}, "
+        f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model}"
+    )
+    return "\n".join(lines)
+
+
+def encode_image(
+    image: Image.Image, output_format: OutputFormat, *, parameters: str | None = None, quality: int | None = None
+) -> bytes:
+    """The image's bytes in `output_format`: PNG lossless with a `parameters` text chunk; JPEG and WebP at `quality`
+    (92 and 90 by default) with the parameters as EXIF UserComment."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, **_SAVE_OPTIONS[output_format])
+    image = image.convert("RGB")
+    if output_format is OutputFormat.PNG:
+        info = PngImagePlugin.PngInfo()
+        if parameters:
+            info.add_text("parameters", parameters)
+        image.save(buffer, format="PNG", compress_level=4, pnginfo=info)
+        return buffer.getvalue()
+    exif = Image.Exif()
+    if parameters:
+        # EXIF UserComment: an 8-byte character-code prefix, then the text (UTF-16, as A1111 writes it).
+        exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"UNICODE\0" + parameters.encode("utf-16-be")
+    save_format = "JPEG" if output_format is OutputFormat.JPEG else "WEBP"
+    image.save(buffer, format=save_format, quality=quality or DEFAULT_QUALITY[output_format], exif=exif.tobytes())
     return buffer.getvalue()
+
+
+def read_parameters(data: bytes) -> str | None:
+    """The `parameters` text inside an encoded image, or None."""
+    image = Image.open(io.BytesIO(data))
+    if image.format == "PNG":
+        return image.text.get("parameters")  # type: ignore[attr-defined]
+    comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if isinstance(comment, bytes) and comment.startswith(b"UNICODE\0"):
+        return comment[8:].decode("utf-16-be")
+    return comment if isinstance(comment, str) else None

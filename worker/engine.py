@@ -24,7 +24,7 @@ from core.speed import record_speed
 from worker import metrics
 from worker.acceleration import warm_up_request
 from worker.batching import select_batch, split_counts
-from worker.encoding import encode_image
+from worker.encoding import a1111_parameters, encode_image
 from worker.generation import generate_batch, generate_images
 from worker.health import WorkerState, WorkerStatus
 from worker.loading import LoadedModel
@@ -218,7 +218,16 @@ class GenerationEngine:
         with bound_job(job.job_id):
             try:
                 started = time.perf_counter()
-                encoded = [encode_image(image, job.request.output_format) for image in images]
+                request = job.request
+                encoded = [
+                    encode_image(
+                        image,
+                        request.output_format,
+                        parameters=a1111_parameters(request, seed, self.model_name),
+                        quality=request.output_quality,
+                    )
+                    for image, seed in zip(images, request.image_seeds(), strict=True)
+                ]
                 self._observe("image_encode", time.perf_counter() - started)
                 started = time.perf_counter()
                 stored = self.store.mark_succeeded(job.job_id, encoded)

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from tests.e2e.processes import IMAGEGEN, Stack
+from worker.encoding import read_parameters
 
 SMALL = {"prompt": "a red circle on a blue background", "width": 64, "height": 64, "steps": 4}
 
@@ -39,6 +40,9 @@ def test_same_seed_same_pixels_other_seed_other_pixels(stack: Stack) -> None:
     done = [stack.wait_job(job["id"]) for job in jobs]
     assert [job["seed"] for job in done] == [11, 11, 12]
     first, again, other = (_pixels(stack, job["images"][0]) for job in done)
+    parameters = read_parameters(stack.client.get(done[2]["images"][0]).content)
+    assert parameters.startswith(SMALL["prompt"] + "\n")
+    assert "Seed: 12, Size: 64x64, Model: tiny" in parameters
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
