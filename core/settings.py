@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=120, ge=1)  # per API key
     max_active_jobs_per_key: int = Field(default=50, ge=1)  # queued + running, per API key
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    openai_timeout_seconds: float = Field(default=300.0, gt=0)  # POST /v1/images/generations waits this long
 
     # Webhooks (Standard Webhooks signatures).
     webhook_secret: str | None = None  # "whsec_<base64>"; required for webhook_url requests

@@ -17,7 +17,7 @@ from service.background import Sweeper
 from service.errors import install_error_handlers
 from service.guards import RequestGuard
 from service.metrics import HttpMetrics, RedisStateCollector, metrics_response
-from service.routes import events, generate, health, jobs, models, playground
+from service.routes import events, generate, health, jobs, models, openai_images, playground
 from service.webhooks import WebhookDeliverer
 
 
@@ -55,7 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Event streams block in XREAD; the async client keeps them off the request thread pool.
     # Reads wait up to the stream's XREAD block (5 s) and must not time out before it.
     app.state.async_redis = AsyncRedis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=30)
-    for router in (generate.router, jobs.router, events.router, models.router, health.router, playground.router):
+    for router in (
+        generate.router,
+        jobs.router,
+        events.router,
+        models.router,
+        health.router,
+        playground.router,
+        openai_images.router,
+    ):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, json_paths=frozenset({"/generate"}))
