@@ -30,7 +30,7 @@ from core.events import (
     SucceededEvent,
 )
 from core.queueing import enqueue_generation
-from core.schemas import GenerateRequest, Job, JobError, JobStatus, Progress, Timings
+from core.schemas import GenerateRequest, Job, JobError, JobStatus, Progress, Provenance, Timings
 from core.settings import Settings
 
 
@@ -155,15 +155,18 @@ class JobStore:
 
     # --- the worker's side ----------------------------------------------------------------------------------
 
-    def start(self, job_id: str, worker_id: str, total_steps: int) -> bool:
-        """Mark a queued job running; False (and nothing written) when it is no longer queued, e.g. canceled."""
+    def start(self, job_id: str, worker_id: str, total_steps: int, provenance: Provenance | None = None) -> bool:
+        """Mark a queued job running (with its provenance); False, and nothing written, when it is no longer queued."""
+        fields: dict[str, object] = {"started_at": _now(), "worker_id": worker_id, "step": 0, "total": total_steps}
+        if provenance is not None:
+            fields["provenance"] = provenance.model_dump_json()
         started = self._run_transition(
             job_id,
             allowed=(JobStatus.QUEUED,),
             new=JobStatus.RUNNING,
             ttl=self.job_timeout + self.result_ttl,
             event=StartedEvent(worker_id=worker_id, total=total_steps),
-            fields={"started_at": _now(), "worker_id": worker_id, "step": 0, "total": total_steps},
+            fields=fields,
         )
         return started == JobStatus.RUNNING.value
 
@@ -386,6 +389,7 @@ class JobStore:
             cancel_requested="cancel_requested" in fields,
             attempts=int(fields.get("attempts", 0)),
             warnings=json.loads(fields.get("warnings", "[]")),
+            provenance=Provenance.model_validate_json(fields["provenance"]) if fields.get("provenance") else None,
             timings=Timings(
                 created_at=created,
                 started_at=_ts(fields.get("started_at")),

@@ -139,6 +139,19 @@ class JobError(BaseModel):
     message: str
 
 
+class Provenance(BaseModel):
+    """What a job's images depend on besides its request (recorded by the worker when the job starts)."""
+
+    model: str
+    model_source: str
+    model_hash: str = Field(description="SHA-256 over the model's files (large files: size and edges).")
+    scheduler: str
+    scheduler_config: dict[str, Any]
+    libraries: dict[str, str]
+    device: str
+    dtype: str
+
+
 class Job(BaseModel):
     """A job as stored in Redis and returned by `GET /jobs/{id}`."""
 
@@ -153,6 +166,7 @@ class Job(BaseModel):
     cancel_requested: bool = False
     attempts: int = Field(default=0, description="How many times a worker started the job.")
     warnings: list[str] = Field(default_factory=list)
+    provenance: Provenance | None = None
     progress: Progress
     timings: Timings
     images: list[str] = Field(default_factory=list, description="URLs of the result images, once succeeded.")

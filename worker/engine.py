@@ -30,7 +30,8 @@ from worker.health import WorkerState, WorkerStatus
 from worker.loading import LoadedModel
 from worker.previews import latent_family
 from worker.progress import StepReporter
-from worker.samplers import denoising_iterations
+from worker.provenance import model_fingerprint, provenance
+from worker.samplers import build_scheduler, denoising_iterations
 from worker.timing import DeviceClock, PhaseTimer, PipelineTimers
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class GenerationEngine:
         vae_config = model.pipeline.vae.config
         self.latent_family = latent_family(vae_config.scaling_factor, vae_config.latent_channels)
         self.timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
+        self.model_hash = model_fingerprint(model.source)
         # One thread: results are stored in the order they were made, and the GPU thread never waits for PNG or Redis.
         self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegen-finish")
         self._pending: list[Future[None]] = []
@@ -126,7 +128,9 @@ class GenerationEngine:
                     self._count(job_id, "expired")
                     return None
                 self.status.current_jobs.add(job_id)
-                if not self.store.start(job_id, self.worker_id, total):
+                scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
+                record = provenance(self.model, self.model_name, self.model_hash, scheduler)
+                if not self.store.start(job_id, self.worker_id, total, record):
                     log.info("job skipped: no longer queued (canceled)")
                     self._count(job_id, "skipped")
                     return None

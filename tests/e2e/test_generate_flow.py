@@ -40,6 +40,10 @@ def test_same_seed_same_pixels_other_seed_other_pixels(stack: Stack) -> None:
     done = [stack.wait_job(job["id"]) for job in jobs]
     assert [job["seed"] for job in done] == [11, 11, 12]
     first, again, other = (_pixels(stack, job["images"][0]) for job in done)
+    # The recorded request (with its seed) reproduces the image on the same machine.
+    replay = stack.wait_job(stack.submit(**done[2]["request"])["id"])
+    assert replay["provenance"]["model_hash"] == done[2]["provenance"]["model_hash"]
+    assert np.array_equal(_pixels(stack, replay["images"][0]), other)
     parameters = read_parameters(stack.client.get(done[2]["images"][0]).content)
     assert parameters.startswith(SMALL["prompt"] + "\n")
     assert "Seed: 12, Size: 64x64, Model: tiny" in parameters

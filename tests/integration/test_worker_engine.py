@@ -19,7 +19,8 @@ from worker import metrics
 from worker.engine import GenerationEngine, error_code
 from worker.generation import generate_images
 from worker.health import WorkerState, WorkerStatus
-from worker.loading import load_model
+from worker.loading import DEMO_MODEL_DIR, load_model
+from worker.provenance import model_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,18 @@ def test_canceling_one_job_of_a_batch_leaves_the_others(batching: GenerationEngi
     assert dropped.progress.step < 30
     assert kept.status is JobStatus.SUCCEEDED
     assert kept.progress.step == 30
+
+
+def test_job_records_its_provenance(engine: GenerationEngine, store: JobStore, cache_dir) -> None:
+    engine.run("recorded", _queue_job(store, "recorded", sampler="dpmpp_2m_karras"))
+    engine.drain()
+    record = store.get("recorded").provenance
+    assert record.model == "tiny"
+    assert len(record.model_hash) == 64
+    assert record.model_hash == model_fingerprint(str(cache_dir / "tiny-v2"))  # stable for the same files
+    assert record.model_hash != model_fingerprint(str(DEMO_MODEL_DIR))
+    assert record.scheduler == "DPMSolverMultistepScheduler"
+    assert record.scheduler_config["use_karras_sigmas"] is True
+    assert record.scheduler_config["beta_schedule"] == "scaled_linear"
+    assert set(record.libraries) == {"torch", "diffusers", "transformers", "imagegen"}
+    assert (record.device, record.dtype) == ("cpu", "float32")
