@@ -121,14 +121,16 @@ class GenerationEngine:
             try:
                 request = GenerateRequest.model_validate(payload)
                 check_limits(request, max_pixels=self.settings.max_pixels)
-                total = denoising_iterations(request.sampler, self.base_scheduler_config, request.steps)
+                # One scheduler answers both the iteration count and the provenance record; the pipeline call builds
+                # its own fresh one.
+                scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
+                total = denoising_iterations(scheduler, request.steps)
                 times = self.store.queue_times(job_id)
                 if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
                     log.info("job expired: it waited past its queue TTL")
                     self._count(job_id, "expired")
                     return None
                 self.status.current_jobs.add(job_id)
-                scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
                 record = provenance(self.model, self.model_name, self.model_hash, scheduler)
                 if not self.store.start(job_id, self.worker_id, total, record):
                     log.info("job skipped: no longer queued (canceled)")

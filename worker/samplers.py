@@ -56,8 +56,8 @@ def supported_samplers(base_config: Mapping[str, Any]) -> list[Sampler]:
     return supported
 
 
-def denoising_iterations(sampler: Sampler, base_config: Mapping[str, Any], steps: int) -> int:
-    """How many UNet iterations (and step callbacks) `steps` steps of `sampler` take: 2*steps - 1 for Heun."""
-    scheduler = build_scheduler(sampler, base_config)
+def denoising_iterations(scheduler: SchedulerMixin, steps: int) -> int:
+    """How many UNet iterations (and step callbacks) `steps` steps of this scheduler take: 2*steps - 1 for Heun.
+    It sets the scheduler's timesteps, so pass a scheduler that will not run."""
     scheduler.set_timesteps(steps)
     return len(scheduler.timesteps)
