@@ -12,7 +12,9 @@ SPEED_SMOOTHING = 0.3
 
 def job_work(request: GenerateRequest) -> float:
     """A job's denoising work in units of one step of one 512x512 image (cost grows with steps, images and pixels)."""
-    return request.steps * request.num_images * (request.width * request.height) / (512 * 512)
+    return (
+        request.steps * request.denoise_strength * request.num_images * (request.width * request.height) / (512 * 512)
+    )
 
 
 def updated_unit_seconds(previous: float | None, measured: float) -> float:

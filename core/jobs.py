@@ -91,9 +91,11 @@ class JobStore:
         request: GenerateRequest,
         *,
         owner: str | None = None,
+        inputs: dict[str, bytes] | None = None,
         pipeline: Pipeline | None = None,
     ) -> Job:
-        """Write the record and `queued` event of a new job; they live long enough to wait, run and be read."""
+        """Write the record, input images and `queued` event of a new job; they live long enough to wait, run and be
+        read."""
         if request.seed is None:
             raise ValueError("assign the seed before creating the job")
         now = _now()
@@ -122,6 +124,8 @@ class JobStore:
         pipe.hset(keys.job_key(job_id), mapping=fields)
         pipe.expire(keys.job_key(job_id), ttl)
         pipe.zadd(keys.queue_deadlines_key(), {job_id: now + queue_ttl})
+        for field, data in (inputs or {}).items():
+            pipe.set(keys.job_input_key(job_id, field), data, ex=ttl)
         if owner:
             pipe.sadd(keys.api_key_active_jobs_key(owner), job_id)
             pipe.expire(keys.api_key_active_jobs_key(owner), ttl)
@@ -300,6 +304,11 @@ class JobStore:
         """Bytes of a result image, or None when absent or expired."""
         data = self.redis.get(keys.job_image_key(job_id, index))
         return bytes(data) if data is not None else None
+
+    def get_inputs(self, job_id: str, fields: list[str]) -> dict[str, bytes]:
+        """The stored input images of a job, by field; a field whose bytes are gone is left out."""
+        values = self.redis.mget([keys.job_input_key(job_id, field) for field in fields]) if fields else []
+        return {field: bytes(value) for field, value in zip(fields, values, strict=True) if value is not None}
 
     def requests(self, job_ids: list[str]) -> list[GenerateRequest | None]:
         """The request of each job (None for a job that is gone)."""

@@ -15,6 +15,11 @@ def job_image_key(job_id: str, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:image:{index}"
 
 
+def job_input_key(job_id: str, field: str) -> str:
+    """Bytes of an input image of a job (`init_image`, `image`, `mask_image`), as the client sent them."""
+    return f"{PREFIX}:job:{job_id}:input:{field}"
+
+
 def job_events_key(job_id: str) -> str:
     """Redis Stream of one job's events."""
     return f"{PREFIX}:job:{job_id}:events"

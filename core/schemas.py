@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 SEED_MAX = 2**32 - 1
 
@@ -66,6 +66,37 @@ def _multiple_of_8(value: int) -> int:
 
 ImageSide = Annotated[int, Field(ge=64, le=2048, description="Pixels; a multiple of 8 in 64..2048.")]
 
+# Request fields that carry an input image: base64 (or a `data:` URL) in the client's JSON, a multipart file part, or
+# once accepted, the `sha256:<hex>` reference of the bytes the API stored beside the job (core/keys.job_input_key).
+IMAGE_FIELDS = ("init_image", "image", "mask_image")
+INPUT_REFERENCE_PREFIX = "sha256:"
+InputImage = Annotated[
+    str | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=64 * 1024 * 1024,
+        description="PNG, JPEG or WebP as base64 (or a data: URL), or a multipart file part of the same name.",
+    ),
+]
+
+
+class GenerationMode(StrEnum):
+    """What a request asks for, from which image fields it sets."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"  # init_image (+ strength)
+    INPAINT = "inpaint"  # image + mask_image (+ strength)
+
+
+class LoraSpec(BaseModel):
+    """A LoRA adapter to apply while the job runs: a file `<name>.safetensors` in the worker's LoRA folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    scale: float = Field(default=1.0, ge=-4.0, le=4.0, allow_inf_nan=False)
+
 
 class GenerateRequest(BaseModel):
     """A text-to-image request, as the API validates it and the worker receives it."""
@@ -100,9 +131,52 @@ class GenerateRequest(BaseModel):
     webhook_events: list[WebhookEventType] = Field(
         default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=8
     )
+    init_image: InputImage = None
+    image: InputImage = None
+    mask_image: InputImage = Field(default=None, description="Inpainting: white repaints, black keeps the image.")
+    strength: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="img2img and inpainting: how much to redraw (1: all of it); runs steps*strength steps.",
+    )
+    loras: list[LoraSpec] = Field(default_factory=list, max_length=4)
 
     _check_width = field_validator("width")(_multiple_of_8)
     _check_height = field_validator("height")(_multiple_of_8)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> GenerateRequest:
+        if self.init_image is not None and (self.image is not None or self.mask_image is not None):
+            raise ValueError("give init_image (img2img) or image and mask_image (inpainting), not both")
+        if (self.image is None) != (self.mask_image is None):
+            missing = "mask_image" if self.mask_image is None else "image"
+            raise ValueError(f"{missing}: inpainting needs both image and mask_image")
+        if self.mode is not GenerationMode.TXT2IMG and int(self.steps * self.strength) < 1:
+            raise ValueError(f"strength: steps*strength = {self.steps * self.strength:g} runs no step; it must be >= 1")
+        names = [lora.name for lora in self.loras]
+        if len(set(names)) != len(names):
+            raise ValueError("loras: each adapter may appear once")
+        return self
+
+    @property
+    def mode(self) -> GenerationMode:
+        """txt2img, img2img or inpaint, from the image fields set."""
+        if self.init_image is not None:
+            return GenerationMode.IMG2IMG
+        if self.image is not None:
+            return GenerationMode.INPAINT
+        return GenerationMode.TXT2IMG
+
+    @property
+    def denoise_strength(self) -> float:
+        """The share of the steps that run: `strength` for img2img and inpainting, 1 for text-to-image."""
+        return 1.0 if self.mode is GenerationMode.TXT2IMG else self.strength
+
+    def image_fields(self) -> dict[str, str]:
+        """The input-image fields this request sets, with their values."""
+        return {name: value for name in IMAGE_FIELDS if (value := getattr(self, name)) is not None}
 
     def image_seeds(self) -> list[int]:
         """Seed of each image: `seed + i` (mod 2^32) for image i, so image 0 equals a 1-image job's."""

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     cpu_threads: int | None = None
 
     max_pixels: int = Field(default=1024 * 1024, gt=0)
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # A request body (JSON with base64 images, or multipart): two 8 MiB images fit, as base64.
+    max_body_bytes: int = Field(default=24 * 1024 * 1024, gt=0)
+    max_input_image_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # one input image, as sent
     result_ttl_seconds: int = Field(default=3600, gt=0)
     queue_ttl_seconds: int = Field(default=3600, gt=0)
     job_timeout_seconds: int = Field(default=600, gt=0)

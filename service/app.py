@@ -18,6 +18,7 @@ from service.errors import install_error_handlers
 from service.guards import RequestGuard
 from service.metrics import HttpMetrics, RedisStateCollector, metrics_response
 from service.routes import events, generate, health, jobs, models, openai_images, playground
+from service.routes.generate import GENERATE_MEDIA_TYPES
 from service.webhooks import WebhookDeliverer
 
 
@@ -66,7 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, json_paths=frozenset({"/generate"}))
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        media_types={"/generate": GENERATE_MEDIA_TYPES, "/v1/images/generations": ("application/json",)},
+    )
     app.add_middleware(HttpMetrics)  # outermost: it sees the guard's refusals too
 
     registry = CollectorRegistry()  # no auto-describe: registering must not touch Redis

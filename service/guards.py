@@ -1,5 +1,5 @@
-"""ASGI middleware that answers in the API's error shape: a body over the size limit (413) and a non-JSON body on a
-JSON endpoint (415), before FastAPI parses anything.
+"""ASGI middleware that answers in the API's error shape: a body over the size limit (413) and a body of a media type
+an endpoint does not take (415), before FastAPI parses anything.
 
 FastAPI's own `max_body_size` answers 413 in plain text from outside the app's exception handlers, so the one
 error shape could not hold; this guard counts bytes itself instead.
@@ -14,12 +14,13 @@ from service.errors import body_limit_message, error_response
 
 
 class RequestGuard:
-    """413 for a body over `max_body_bytes` (declared or counted); 415 for a non-JSON content type on `json_paths`."""
+    """413 for a body over `max_body_bytes` (declared or counted); 415 for a body whose media type the path does not
+    take (`media_types`: path -> accepted types; `application/json` also admits `+json` types)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, json_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, media_types: dict[str, tuple[str, ...]]) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.json_paths = json_paths
+        self.media_types = media_types
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
@@ -30,10 +31,12 @@ class RequestGuard:
                 await response(scope, receive, send)
                 return
             content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-            json_body = content_type == "application/json" or content_type.endswith("+json")
-            if scope["path"] in self.json_paths and content_type and not json_body:
+            accepted = self.media_types.get(scope["path"])
+            if accepted and content_type and not _accepts(accepted, content_type):
                 response = error_response(
-                    415, "unsupported_media_type", f"content-type must be application/json, got {content_type!r}"
+                    415,
+                    "unsupported_media_type",
+                    f"content-type must be {' or '.join(accepted)}, got {content_type!r}",
                 )
                 await response(scope, receive, send)
                 return
@@ -54,3 +57,9 @@ class RequestGuard:
             return message
 
         return counting_receive
+
+
+def _accepts(accepted: tuple[str, ...], content_type: str) -> bool:
+    if content_type in accepted:
+        return True
+    return "application/json" in accepted and content_type.startswith("application/") and content_type.endswith("+json")

@@ -19,6 +19,7 @@ from core.settings import Settings
 from core.workers import live_workers
 from service.auth import Caller, check_submission_quota
 from service.errors import ApiError
+from service.inputs import prepare_inputs
 from service.metrics import JOBS_SUBMITTED
 from service.queue_view import predict_wait
 from service.webhook_targets import WebhookTargetRefusedError, check_webhook_url
@@ -116,6 +117,7 @@ def submit(
         if replayed is not None:
             return replayed, True
 
+    request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
     check_limits(request, max_pixels=settings.max_pixels)
     _check_webhook(request, settings)
     model = _resolve_model(request, redis, settings)
@@ -133,7 +135,7 @@ def submit(
                 return replayed, True
     pipe = redis.pipeline(transaction=True)
     pipe.multi()  # explicit MULTI first: RQ's enqueue expects it when handed a pipeline that already has commands
-    job = store.create(job_id, model, request, owner=caller.key_id, pipeline=pipe)
+    job = store.create(job_id, model, request, owner=caller.key_id, inputs=inputs, pipeline=pipe)
     enqueue_generation(
         model_queue(redis, model),
         job_id,

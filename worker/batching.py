@@ -1,7 +1,8 @@
 """Which queued jobs may share one pipeline call: pure logic, free of Redis and torch, so it is unit-tested directly.
 
-Jobs are compatible when everything the denoising loop shares is equal: model, size, steps, sampler and guidance.
-Prompts, negative prompts, seeds, image counts, output formats and previews may differ per job.
+Jobs are compatible when everything the denoising loop shares is equal: model, mode, size, steps, sampler, guidance,
+strength and LoRA adapters. Prompts, negative prompts, seeds, input images, image counts, output formats and previews
+may differ per job.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.schemas import GenerateRequest, Sampler
+from core.schemas import GenerateRequest, GenerationMode, Sampler
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class BatchKey:
     steps: int
     sampler: Sampler
     guidance_scale: float
+    mode: GenerationMode = GenerationMode.TXT2IMG
+    strength: float | None = None
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 def batch_key(request: GenerateRequest) -> BatchKey:
@@ -33,6 +37,9 @@ def batch_key(request: GenerateRequest) -> BatchKey:
         steps=request.steps,
         sampler=request.sampler,
         guidance_scale=request.guidance_scale,
+        mode=request.mode,
+        strength=None if request.mode is GenerationMode.TXT2IMG else request.strength,
+        loras=tuple(sorted((lora.name, lora.scale) for lora in request.loras)),
     )
 
 

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image, PngImagePlugin
 
-from core.schemas import GenerateRequest, OutputFormat, Sampler
+from core.schemas import GenerateRequest, GenerationMode, OutputFormat, Sampler
 
 DEFAULT_QUALITY = {OutputFormat.JPEG: 92, OutputFormat.WEBP: 90}
 # How AUTOMATIC1111 names each sampler in its parameters text.
@@ -29,14 +29,18 @@ _USER_COMMENT = 0x9286
 
 def a1111_parameters(request: GenerateRequest, seed: int, model: str) -> str:
     """The AUTOMATIC1111 `parameters` text of one image: prompt, negative prompt, then the settings line."""
-    lines = [request.prompt]
+    # LoRA adapters as AUTOMATIC1111 writes them: `<lora:name:scale>` after the prompt.
+    lines = [" ".join([request.prompt, *(f"<lora:{lora.name}:{lora.scale:g}>" for lora in request.loras)])]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     sampler = A1111_SAMPLER_NAMES[request.sampler]
-    lines.append(
+    settings = (
         f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.guidance_scale:g}, "
         f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model}"
     )
+    if request.mode is not GenerationMode.TXT2IMG:
+        settings += f", Denoising strength: {request.strength:g}"
+    lines.append(settings)
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ expire, or fail with a stable code.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -56,6 +57,7 @@ class ActiveJob:
     job_id: str
     request: GenerateRequest
     reporter: StepReporter
+    inputs: dict[str, Image.Image]
 
 
 class GenerationEngine:
@@ -124,7 +126,8 @@ class GenerationEngine:
                 # One scheduler answers both the iteration count and the provenance record; the pipeline call builds
                 # its own fresh one.
                 scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
-                total = denoising_iterations(scheduler, request.steps)
+                total = denoising_iterations(scheduler, request.steps, request.denoise_strength)
+                inputs = self._load_inputs(job_id, request)
                 times = self.store.queue_times(job_id)
                 if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
                     log.info("job expired: it waited past its queue TTL")
@@ -149,7 +152,21 @@ class GenerationEngine:
             preview_every=request.preview_every,
             latent_family=self.latent_family,
         )
-        return ActiveJob(job_id, request, reporter)
+        return ActiveJob(job_id, request, reporter, inputs)
+
+    def _load_inputs(self, job_id: str, request: GenerateRequest) -> dict[str, Image.Image]:
+        """Decode the input images the API stored beside the job (it checked them already)."""
+        fields = list(request.image_fields())
+        stored = self.store.get_inputs(job_id, fields)
+        missing = [field for field in fields if field not in stored]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: the stored input image is gone (expired)")
+        images = {}
+        for field, data in stored.items():
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            images[field] = image
+        return images
 
     def _claim_batch_mates(self, first: GenerateRequest) -> list[ActiveJob]:
         """Take compatible jobs off the queue (waiting up to `batch_wait_ms` for them) and start them."""
@@ -200,7 +217,9 @@ class GenerationEngine:
 
         metrics.BATCH_SIZE.labels(self.model_name).observe(sum(r.num_images for r in requests))
         try:
-            images = generate_batch(self.model.pipeline, self.base_scheduler_config, requests, on_step)
+            images = generate_batch(
+                self.model.pipeline, self.base_scheduler_config, requests, on_step, [job.inputs for job in batch]
+            )
         except Exception as exc:
             for job in batch:
                 if job.job_id in live:

@@ -1,21 +1,43 @@
-"""Running requests through the resident pipeline: sampler, per-image seeds, several compatible jobs in one call."""
+"""Running requests through the resident pipeline: sampler, per-image seeds, several compatible jobs in one call, in
+any mode (text-to-image, img2img, inpainting) on pipelines that share the resident components."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 from PIL import Image
 
-from core.schemas import GenerateRequest
+from core.schemas import GenerateRequest, GenerationMode
 from worker.batching import batch_key, split_counts
 from worker.samplers import build_scheduler
 
 # Called after each denoising iteration with (iterations done, total, latents of the whole batch); returns True to
 # stop the run.
 StepHook = Callable[[int, int, torch.Tensor], bool]
+# A request's input images by field (`init_image`, `image`, `mask_image`), decoded.
+Inputs = Mapping[str, Image.Image]
+
+_MODE_PIPELINES: weakref.WeakKeyDictionary[DiffusionPipeline, dict[GenerationMode, DiffusionPipeline]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def mode_pipeline(pipeline: DiffusionPipeline, mode: GenerationMode) -> DiffusionPipeline:
+    """The pipeline that runs `mode` over the same components as `pipeline` (`from_pipe`: no second copy of any
+    weight), built once per resident pipeline."""
+    if mode is GenerationMode.TXT2IMG:
+        return pipeline
+    built = _MODE_PIPELINES.setdefault(pipeline, {})
+    if mode not in built:
+        auto = AutoPipelineForImage2Image if mode is GenerationMode.IMG2IMG else AutoPipelineForInpainting
+        variant = auto.from_pipe(pipeline)
+        variant.set_progress_bar_config(disable=True)
+        built[mode] = variant
+    return built[mode]
 
 
 def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
@@ -23,25 +45,67 @@ def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
 
 
+def _fit(image: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
+    image = image.convert(mode)
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _mode_arguments(requests: Sequence[GenerateRequest], inputs: Sequence[Inputs]) -> dict[str, Any]:
+    """The image arguments of an img2img or inpainting call: each request's images, once per image it asks for."""
+    first = requests[0]
+    size = (first.width, first.height)
+    if first.mode is GenerationMode.TXT2IMG:
+        return {"width": first.width, "height": first.height}
+    arguments: dict[str, Any] = {"strength": first.strength}
+    if first.mode is GenerationMode.IMG2IMG:
+        arguments["image"] = [
+            _fit(given["init_image"], size, "RGB")
+            for r, given in zip(requests, inputs, strict=True)
+            for _ in range(r.num_images)
+        ]
+        return arguments
+    arguments["image"] = [
+        _fit(given["image"], size, "RGB")
+        for r, given in zip(requests, inputs, strict=True)
+        for _ in range(r.num_images)
+    ]
+    arguments["mask_image"] = [
+        _fit(given["mask_image"], size, "L")
+        for r, given in zip(requests, inputs, strict=True)
+        for _ in range(r.num_images)
+    ]
+    return arguments | {"width": first.width, "height": first.height}
+
+
+def keep_unmasked(generated: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:
+    """Inpainting's result: the generated pixels where the mask is white, the input's where it is black (blended in
+    between), so what was not to be repainted comes back exactly as sent rather than through the VAE."""
+    return Image.composite(generated, image, mask)
+
+
 def generate_batch(
     pipeline: DiffusionPipeline,
     base_scheduler_config: dict[str, Any],
     requests: Sequence[GenerateRequest],
     on_step: StepHook | None = None,
+    inputs: Sequence[Inputs] | None = None,
 ) -> list[list[Image.Image]]:
     """The images of each request, from one pipeline call over all of them (they must share a batch key).
 
-    Every image keeps its own prompt, negative prompt and seeded generator, so a request's images equal what it gets
-    alone, within floating-point tolerance. When `on_step` returns True the denoising loop stops at that step
-    boundary (diffusers' interrupt flag); the images returned then are not meant to be used.
+    Every image keeps its own prompt, negative prompt, seeded generator and input images, so a request's images equal
+    what it gets alone, within floating-point tolerance. When `on_step` returns True the denoising loop stops at that
+    step boundary (diffusers' interrupt flag); the images returned then are not meant to be used.
     """
     first = requests[0]
     if any(batch_key(request) != batch_key(first) for request in requests):
-        raise ValueError("requests of one batch must share model, size, steps, sampler and guidance")
-    pipeline.scheduler = build_scheduler(first.sampler, base_scheduler_config)
+        raise ValueError("requests of one batch must share model, mode, size, steps, sampler, guidance and strength")
+    inputs = inputs if inputs is not None else [{} for _ in requests]
+    runner = mode_pipeline(pipeline, first.mode)
+    runner.scheduler = build_scheduler(first.sampler, base_scheduler_config)
     prompts = [r.prompt for r in requests for _ in range(r.num_images)]
     negatives = [r.negative_prompt for r in requests for _ in range(r.num_images)]
     seeds = [seed for r in requests for seed in r.image_seeds()]
+    arguments = _mode_arguments(requests, inputs)
 
     def step_end(pipe: DiffusionPipeline, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         if on_step is not None and on_step(step_index + 1, pipe.num_timesteps, callback_kwargs["latents"]):
@@ -49,19 +113,23 @@ def generate_batch(
         return callback_kwargs
 
     with torch.inference_mode():
-        output = pipeline(
+        output = runner(
             prompt=prompts,
             negative_prompt=negatives if any(negatives) else None,
-            width=first.width,
-            height=first.height,
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
             num_images_per_prompt=1,
             generator=seeded_generators(seeds),
             output_type="pil",
             callback_on_step_end=step_end,
+            **arguments,
         )
     images = list(output.images)
+    if first.mode is GenerationMode.INPAINT:
+        images = [
+            keep_unmasked(generated, image, mask)
+            for generated, image, mask in zip(images, arguments["image"], arguments["mask_image"], strict=True)
+        ]
     return [images[part] for part in split_counts(requests)]
 
 
@@ -70,6 +138,7 @@ def generate_images(
     base_scheduler_config: dict[str, Any],
     request: GenerateRequest,
     on_step: StepHook | None = None,
+    inputs: Inputs | None = None,
 ) -> list[Image.Image]:
     """The images of one request (a batch of one)."""
-    return generate_batch(pipeline, base_scheduler_config, [request], on_step)[0]
+    return generate_batch(pipeline, base_scheduler_config, [request], on_step, [inputs or {}])[0]

@@ -56,8 +56,10 @@ def supported_samplers(base_config: Mapping[str, Any]) -> list[Sampler]:
     return supported
 
 
-def denoising_iterations(scheduler: SchedulerMixin, steps: int) -> int:
-    """How many UNet iterations (and step callbacks) `steps` steps of this scheduler take: 2*steps - 1 for Heun.
+def denoising_iterations(scheduler: SchedulerMixin, steps: int, strength: float = 1.0) -> int:
+    """How many UNet iterations (and step callbacks) `steps` steps of this scheduler take: 2*steps - 1 for Heun;
+    img2img and inpainting at `strength` < 1 skip the first steps as diffusers does (`int(steps * strength)` run).
     It sets the scheduler's timesteps, so pass a scheduler that will not run."""
     scheduler.set_timesteps(steps)
-    return len(scheduler.timesteps)
+    skipped = steps - min(int(steps * strength), steps) if strength < 1 else 0
+    return len(scheduler.timesteps) - skipped * scheduler.order

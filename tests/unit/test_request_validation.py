@@ -87,7 +87,7 @@ def test_body_not_an_object(client: TestClient) -> None:
     assert _error(response)["code"] == "invalid_request"
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "image/png"])
 def test_wrong_content_type_is_415(client: TestClient, content_type: str) -> None:
     response = client.post("/generate", content=b'{"prompt": "x"}', headers={"content-type": content_type})
     assert response.status_code == 415
