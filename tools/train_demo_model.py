@@ -5,7 +5,10 @@ yellow, white, black), captioned "a red circle on a blue background". The script
 
 1. a small `AutoencoderKL` (f=8: 64x64x3 pixels <-> 8x8x4 latents), then caches the latents of the data set once;
 2. a small `UNet2DConditionModel` jointly with a small `CLIPTextModel`, over a word-level `CLIPTokenizer` the script
-   writes (vocabulary and merges), with 10 % empty captions for classifier-free guidance;
+   writes (vocabulary and merges), on a fresh posterior sample of each cached latent every step, with captions that
+   leave parts out (`CAPTION_FORMS`: "a circle on a blue background", "a red circle", "red", ...) so that an
+   under-specified prompt spreads over what it leaves open and single words work as negative prompts, and 10 %
+   empty captions for classifier-free guidance;
 
 and saves a `StableDiffusionPipeline` folder (safetensors) that loads with `from_pretrained` on its own.
 Seeded and reproducible for a given torch build and thread count.
@@ -41,6 +44,17 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 SIZE = 64
 EMPTY_CAPTION_SHARE = 0.1
+# Caption forms drawn for each training sample (with these weights; the rest, EMPTY_CAPTION_SHARE, is empty).
+# The partial forms teach the model what a prompt leaves open: "a circle on a blue background" draws any foreground
+# colour, so the image itself (img2img) or a negative prompt ("green") decides it.
+CAPTION_FORMS: tuple[tuple[str, float], ...] = (
+    ("a {fg} {shape} on a {bg} background", 0.55),
+    ("a {shape} on a {bg} background", 0.10),
+    ("a {fg} {shape}", 0.10),
+    ("a {fg} shape on a {bg} background", 0.05),
+    ("a {bg} background", 0.05),
+    ("{fg}", 0.05),
+)
 MAX_TOKENS = 16
 # Words the tokenizer knows as whole tokens; anything else falls back to single bytes.
 VOCABULARY = sorted({*COLOURS, *SHAPES, "a", "an", "on", "the", "background", "of", "and", "with", "shape"})
@@ -54,7 +68,7 @@ class Config:
     vae_steps: int = 800
     vae_batch: int = 16
     vae_lr: float = 1e-3
-    unet_steps: int = 2500
+    unet_steps: int = 3500
     unet_batch: int = 64
     unet_lr: float = 5e-4
     seed: int = 0
@@ -91,18 +105,29 @@ def caption(shape: str, foreground: str, background: str) -> str:
     return f"a {foreground} {shape} on a {background} background"
 
 
-def make_dataset(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """`count` pictures as a uint8 tensor (n, 3, 64, 64) and their captions."""
+def training_caption(labels: tuple[str, str, str], rng: random.Random) -> str:
+    """A caption for a picture with `labels` (shape, foreground, background), in a form drawn from CAPTION_FORMS."""
+    shape, foreground, background = labels
+    forms, weights = zip(*CAPTION_FORMS, strict=True)
+    pick = rng.random()
+    if pick < EMPTY_CAPTION_SHARE:
+        return ""
+    form = rng.choices(forms, weights=weights)[0]
+    return form.format(shape=shape, fg=foreground, bg=background)
+
+
+def make_dataset(count: int, seed: int) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:
+    """`count` pictures as a uint8 tensor (n, 3, 64, 64) and their labels (shape, foreground, background)."""
     rng = random.Random(seed)
     pixels = np.empty((count, SIZE, SIZE, 3), dtype=np.uint8)
-    captions = []
+    labels = []
     names = list(COLOURS)
     for i in range(count):
         shape = rng.choice(SHAPES)
         foreground, background = rng.sample(names, 2)
         pixels[i] = np.asarray(draw(shape, foreground, background, rng))
-        captions.append(caption(shape, foreground, background))
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), captions
+        labels.append((shape, foreground, background))
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), labels
 
 
 # --- tokenizer --------------------------------------------------------------------------------------------------
@@ -211,14 +236,21 @@ def train_vae(pixels: torch.Tensor, config: Config):
 
 
 @torch.no_grad()
-def encode_all(vae, pixels: torch.Tensor) -> torch.Tensor:
-    """The latent means of every picture, unscaled."""
-    chunks = [vae.encode(pixels[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, len(pixels), 256)]
-    return torch.cat(chunks)
+def encode_all(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The posterior mean and std of every picture's latent, unscaled."""
+    means, stds = [], []
+    for i in range(0, len(pixels), 256):
+        posterior = vae.encode(pixels[i : i + 256].float() / 127.5 - 1).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
 
 
-def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, config: Config):
-    """Train the UNet and the text encoder together on epsilon prediction, with 10 % empty captions."""
+def train_unet(means: torch.Tensor, stds: torch.Tensor, labels: list[tuple[str, str, str]], tokenizer, config: Config):
+    """Train the UNet and the text encoder together on epsilon prediction.
+
+    Each step draws a fresh posterior sample of each (scaled) cached latent, as img2img's encode does at inference,
+    and a caption form per picture (`training_caption`), 10 % of them empty."""
     from diffusers import DDPMScheduler
 
     from worker.tiny import SD15_SCHEDULER_CONFIG
@@ -236,17 +268,16 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, config: Co
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    tokens = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-    empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids[0]
     generator = torch.Generator().manual_seed(config.seed + 1)
+    captions_rng = random.Random(config.seed + 2)
     started = time.monotonic()
     running = None
     for step in range(1, config.unet_steps + 1):
-        index = torch.randint(len(latents), (config.unet_batch,), generator=generator)
-        clean = latents[index]
-        ids = tokens.input_ids[index].clone()
-        drop = torch.rand(len(index), generator=generator) < EMPTY_CAPTION_SHARE
-        ids[drop] = empty
+        index = torch.randint(len(means), (config.unet_batch,), generator=generator)
+        clean = means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)
+        captions = [training_caption(labels[i], captions_rng) for i in index.tolist()]
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+        ids = ids.input_ids
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(index),), generator=generator)
         noisy = noise_schedule.add_noise(clean, noise, timesteps)
@@ -277,19 +308,19 @@ def train(out: Path, config: Config) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    pixels, captions = make_dataset(config.images, config.seed)
+    pixels, labels = make_dataset(config.images, config.seed)
     with tempfile.TemporaryDirectory() as scratch:
         write_word_tokenizer(Path(scratch))
         tokenizer = CLIPTokenizer.from_pretrained(scratch, model_max_length=MAX_TOKENS)
 
     vae = train_vae(pixels, config)
-    raw = encode_all(vae, pixels)
-    scaling = float(1.0 / raw.std())
+    means, stds = encode_all(vae, pixels)
+    scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
-    latents = raw * scaling
-    print(f"latents {tuple(latents.shape)}, scaling factor {scaling:.4f}", flush=True)
+    means, stds = means * scaling, stds * scaling
+    print(f"latents {tuple(means.shape)}, scaling factor {scaling:.4f}, posterior std {stds.mean():.3f}", flush=True)
 
-    unet, text_encoder = train_unet(latents, captions, tokenizer, config)
+    unet, text_encoder = train_unet(means, stds, labels, tokenizer, config)
     # SD 1.5's noise schedule with Euler as the default sampler: PNDM, SD 1.5's own default, draws blobs with this
     # small model at 20 steps (3 of 24 prompts right), while DDIM, Euler, Euler a and DPM++ 2M get 24 of 24.
     scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG)
