@@ -273,18 +273,24 @@ class WorkerInfo(BaseModel):
     device: str
     dtype: str
     state: str
+    loras: list[str] = Field(default_factory=list)
     current_jobs: list[str] = Field(default_factory=list)
     started_at: datetime
     heartbeat_at: datetime
 
 
 class ModelInfo(BaseModel):
-    """A model that live workers serve, as `GET /models` lists it."""
+    """A model this deployment knows (the default, the models file's, any a live worker serves), as `GET /models`
+    lists it: its family, the defaults a request gets, and its live workers."""
 
     name: str
+    family: str | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict, description="What a request that leaves them out gets.")
     workers: int
+    worker_ids: list[str] = Field(default_factory=list)
     samplers: list[Sampler]
     devices: list[str]
+    loras: list[str] = Field(default_factory=list, description="LoRA adapters its workers have.")
 
 
 class Health(BaseModel):

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     model: str = "demo"
     # The name clients use for that model (queue name, `model` request field). Derived from `model` when unset.
     model_name: str | None = Field(default=None, max_length=100)
+    # Named models with their source, family and request defaults (core/catalog.py); `model` may name one of them.
+    models_file: Path | None = None
+    model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = "sd15"  # set from the models file entry
+    # POST /generate for a model no live worker serves: 503, unless this allows queuing for one that will come
+    # (scale from zero).
+    queue_without_workers: bool = False
 
     device: str | None = None  # "cuda", "cuda:1", "cpu"; default: CUDA when present, else CPU
     dtype: Literal["float16", "bfloat16", "float32"] | None = None  # default: float16 on CUDA, float32 on CPU

@@ -41,17 +41,27 @@ def live_workers(redis: Redis) -> list[WorkerInfo]:
     return [WorkerInfo.model_validate_json(record) for record in records if record is not None]
 
 
-def models_served(workers: list[WorkerInfo]) -> list[ModelInfo]:
-    """Group live workers by model: how many serve each, with which samplers, on which devices."""
-    by_model: dict[str, list[WorkerInfo]] = {}
+def models_served(
+    workers: list[WorkerInfo], known: dict[str, tuple[str | None, dict]] | None = None
+) -> list[ModelInfo]:
+    """Every model that is `known` (name -> (family, request defaults)) or served by a live worker, with how many
+    live workers serve it, their ids, samplers, devices and LoRA adapters."""
+    by_model: dict[str, list[WorkerInfo]] = {name: [] for name in known or {}}
     for worker in workers:
         by_model.setdefault(worker.model, []).append(worker)
-    return [
-        ModelInfo(
-            name=name,
-            workers=len(group),
-            samplers=sorted({s for w in group for s in w.samplers}),
-            devices=sorted({w.device for w in group}),
+    infos = []
+    for name, group in sorted(by_model.items()):
+        family, defaults = (known or {}).get(name, (None, {}))
+        infos.append(
+            ModelInfo(
+                name=name,
+                family=family,
+                defaults=defaults,
+                workers=len(group),
+                worker_ids=sorted(w.id for w in group),
+                samplers=sorted({s for w in group for s in w.samplers}),
+                devices=sorted({w.device for w in group}),
+                loras=sorted({lora for w in group for lora in w.loras}),
+            )
         )
-        for name, group in sorted(by_model.items())
-    ]
+    return infos

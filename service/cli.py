@@ -40,6 +40,8 @@ def _dev(settings: Settings, host: str, port: int) -> int:
     else:
         print(f"imagegen dev: using Redis at {redis_url}")
     env = {**os.environ, "IMAGEGEN_REDIS_URL": redis_url, "IMAGEGEN_MODEL": settings.model}
+    # The worker it starts is coming: requests sent while it loads wait in the queue instead of answering 503.
+    env.setdefault("IMAGEGEN_QUEUE_WITHOUT_WORKERS", "true")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -8,13 +8,17 @@ import json
 import math
 import secrets
 import uuid
+from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from redis import Redis
 
 from core import keys
+from core.catalog import BUILTIN_MODELS, ModelEntry, model_entries, served_entry
 from core.jobs import JobStore
 from core.queueing import enqueue_generation, model_queue, queue_depth
-from core.schemas import SEED_MAX, GenerateRequest, Job, check_limits
+from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_limits
 from core.settings import Settings
 from core.workers import live_workers
 from service.auth import Caller, check_submission_quota
@@ -24,15 +28,23 @@ from service.metrics import JOBS_SUBMITTED
 from service.queue_view import predict_wait
 from service.webhook_targets import WebhookTargetRefusedError, check_webhook_url
 
-
-def known_models(redis: Redis, settings: Settings) -> list[str]:
-    """Models a request may name: the configured default and whatever live workers serve."""
-    return sorted({settings.served_model_name()} | {worker.model for worker in live_workers(redis)})
+# Retry-After of a 503 for a model without a live worker: about one worker start-up.
+NO_WORKER_RETRY_SECONDS = 10
 
 
-def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -> str:
-    model = request.model or settings.served_model_name()
-    models = known_models(redis, settings)
+def known_models(settings: Settings, workers: list[WorkerInfo]) -> list[str]:
+    """Models a request may name: the configured default, the models file's, and whatever live workers serve."""
+    named = set(model_entries(settings)) - set(BUILTIN_MODELS) if settings.models_file else set()
+    return sorted({served_entry(settings)[0]} | named | {worker.model for worker in workers})
+
+
+def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -> tuple[str, ModelEntry]:
+    """The model a request goes to and its entry; 422 for an unknown one, 503 for one no live worker serves (unless
+    `queue_without_workers`)."""
+    default_name, default_entry = served_entry(settings)
+    model = request.model or default_name
+    workers = live_workers(redis)
+    models = known_models(settings, workers)
     if model not in models:
         raise ApiError(
             422,
@@ -40,7 +52,29 @@ def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -
             code="invalid_request",
             details=[{"field": "model", "message": "unknown model", "allowed": models}],
         )
-    return model
+    if not settings.queue_without_workers and not any(worker.model == model for worker in workers):
+        raise ApiError(
+            503,
+            f"model {model}: no live worker serves it now; retry later",
+            code="no_worker",
+            details=[{"field": "model", "message": "no live worker"}],
+            headers={"Retry-After": str(NO_WORKER_RETRY_SECONDS)},
+        )
+    entry = default_entry if model == default_name else model_entries(settings).get(model, ModelEntry(source=model))
+    return model, entry
+
+
+def apply_model_defaults(request: GenerateRequest, model: str, entry: ModelEntry) -> GenerateRequest:
+    """The request with its model named and the fields it left out taken from the model's defaults."""
+    update: dict[str, Any] = {
+        field: value for field, value in entry.defaults().items() if field not in request.model_fields_set
+    }
+    if not update:
+        return request.model_copy(update={"model": model})
+    try:
+        return GenerateRequest.model_validate({**request.model_dump(), **update, "model": model})
+    except ValidationError as exc:  # e.g. a model default of 1 step makes the request's strength run none
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
 
 
 def _check_webhook(request: GenerateRequest, settings: Settings) -> None:
@@ -120,11 +154,13 @@ def submit(
     request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
     check_limits(request, max_pixels=settings.max_pixels)
     _check_webhook(request, settings)
-    model = _resolve_model(request, redis, settings)
+    model, entry = _resolve_model(request, redis, settings)
+    request = apply_model_defaults(request, model, entry)
+    check_limits(request, max_pixels=settings.max_pixels)
     check_submission_quota(caller, redis, settings)
     _check_backpressure(request, model, redis, store, settings)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
-    request = request.model_copy(update={"model": model, "seed": seed})
+    request = request.model_copy(update={"seed": seed})
 
     job_id = uuid.uuid4().hex
     if idem_key is not None and body_hash is not None:

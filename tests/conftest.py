@@ -32,6 +32,7 @@ def settings(cache_dir: Path) -> Settings:
         cache_dir=cache_dir,
         heartbeat_seconds=1.0,
         warmup_steps=1,
+        queue_without_workers=True,  # most API tests queue jobs with no worker running; routing has its own tests
     )
 
 

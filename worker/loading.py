@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from core.settings import Settings
@@ -71,7 +71,11 @@ def load_model(settings: Settings) -> LoadedModel:
     diffusers_logging.disable_progress_bar()  # progress belongs in job events and metrics, not on stderr
     pipeline: DiffusionPipeline
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-        pipeline = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype)
+        # A single file has no model_index.json to say its class: the models file's family does.
+        single_file_class = (
+            StableDiffusionXLPipeline if settings.model_family in ("sdxl", "turbo") else StableDiffusionPipeline
+        )
+        pipeline = single_file_class.from_single_file(str(path), torch_dtype=dtype)
     else:
         pipeline = DiffusionPipeline.from_pretrained(str(path) if path.is_dir() else source, torch_dtype=dtype)
     pipeline = pipeline.to(device)

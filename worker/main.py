@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from core.catalog import with_served_model
 from core.jobs import JobStore
 from core.logs import configure_logging
 from core.queueing import model_queue
@@ -96,6 +97,7 @@ def serve_queue(redis: Redis, model_name: str, worker_id: str, settings: Setting
 def run_worker(settings: Settings) -> None:
     """Serve `settings.model` until SIGTERM/SIGINT (the current job is finished first)."""
     configure_logging(settings.log_level, "worker")
+    settings = with_served_model(settings)  # a models-file name becomes its source, family and public name
     worker_id = settings.worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     model_name = settings.served_model_name()
     status = WorkerStatus()

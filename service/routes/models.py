@@ -1,18 +1,29 @@
-"""`GET /models`: what live workers serve."""
+"""`GET /models`: the models this deployment knows, with their defaults and live workers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from core.catalog import model_entries, served_entry
 from core.schemas import ModelInfo
 from core.workers import live_workers, models_served
 from service.auth import CallerDep
-from service.deps import RedisDep
+from service.deps import RedisDep, SettingsDep
+from service.submission import known_models
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/models", response_model=list[ModelInfo])
-def list_models(redis: RedisDep, caller: CallerDep) -> list[ModelInfo]:
-    """Models with at least one live worker, the samplers they accept and the devices they run on."""
-    return models_served(live_workers(redis))
+def list_models(redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> list[ModelInfo]:
+    """The default model, the models file's, and any a live worker serves: family, request defaults, and the live
+    workers (ids, samplers, devices, LoRA adapters). A model with `workers: 0` answers 503 at submission unless the
+    server queues for absent workers."""
+    workers = live_workers(redis)
+    default_name, default_entry = served_entry(settings)
+    entries = model_entries(settings) | {default_name: default_entry}
+    known = {}
+    for name in known_models(settings, workers):
+        entry = entries.get(name)
+        known[name] = (entry.family.value, entry.defaults()) if entry else (None, {})
+    return models_served(workers, known)

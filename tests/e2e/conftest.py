@@ -24,6 +24,8 @@ def stack_env(cache_dir: Path) -> dict[str, str]:
         "IMAGEGEN_LOG_LEVEL": "INFO",
         # One job at a time, so tests of queue order and positions see each job; batching has its own tests.
         "IMAGEGEN_MAX_BATCH": "1",
+        # Fault tests submit while the worker is down; a model without a live worker answers 503 otherwise.
+        "IMAGEGEN_QUEUE_WITHOUT_WORKERS": "true",
     }
 
 

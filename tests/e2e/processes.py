@@ -83,7 +83,7 @@ class Stack:
         """Until the API answers ready and lists the worker's model."""
         try:
             wait_until(lambda: self.client.get("/readyz").status_code == 200, timeout, "the API")
-            wait_until(lambda: self.client.get("/models").json(), timeout, "a live worker")
+            wait_until(lambda: any(m["workers"] for m in self.client.get("/models").json()), timeout, "a live worker")
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n--- api ---\n{self.api.log()}\n--- worker ---\n{self.worker.log()}") from None
 

@@ -25,7 +25,7 @@ def test_dev_starts_embedded_redis_and_serves_a_generation(cache_dir: Path, tmp_
     dev = Process(["dev", "--port", str(port)], env, tmp_path / "dev.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/models").json(), 120, "the dev stack")
+        wait_until(lambda: any(m["workers"] for m in httpx.get(f"{url}/models").json()), 120, "the dev stack")
         assert "started an embedded redis-server" in dev.log()
         output = tmp_path / "out.webp"
         result = subprocess.run(

@@ -116,14 +116,32 @@ def test_unknown_model_is_422_listing_served_models(client: TestClient, redis_cl
 
 
 def test_models_lists_live_workers_and_forgets_dead_ones(client: TestClient, redis_client: Redis) -> None:
-    assert client.get("/models").json() == []
+    # The default model is listed without a worker, with its family and defaults.
+    assert [(m["name"], m["workers"], m["family"]) for m in client.get("/models").json()] == [("tiny", 0, "sd15")]
     publish_worker(redis_client, _worker("w1", "tiny", [Sampler.EULER, Sampler.DDIM]), heartbeat_seconds=5)
     publish_worker(redis_client, _worker("w2", "tiny", [Sampler.EULER]), heartbeat_seconds=5)
     publish_worker(redis_client, _worker("w3", "sd15", [Sampler.LCM]), heartbeat_seconds=5)
-    assert client.get("/models").json() == [
-        {"name": "sd15", "workers": 1, "samplers": ["lcm"], "devices": ["cpu"]},
-        {"name": "tiny", "workers": 2, "samplers": ["ddim", "euler"], "devices": ["cpu"]},
-    ]
+    listed = {m["name"]: m for m in client.get("/models").json()}
+    assert listed["sd15"] | {"defaults": None} == {
+        "name": "sd15",
+        "family": None,  # known only from its worker
+        "defaults": None,
+        "workers": 1,
+        "worker_ids": ["w3"],
+        "samplers": ["lcm"],
+        "devices": ["cpu"],
+        "loras": [],
+    }
+    assert listed["tiny"]["workers"] == 2
+    assert listed["tiny"]["worker_ids"] == ["w1", "w2"]
+    assert listed["tiny"]["samplers"] == ["ddim", "euler"]
+    assert listed["tiny"]["defaults"] == {
+        "width": 512,
+        "height": 512,
+        "steps": 25,
+        "sampler": "euler_a",
+        "guidance_scale": 7.5,
+    }
     redis_client.delete(keys.worker_key("w3"))  # as if its heartbeat had expired
     assert [m["name"] for m in client.get("/models").json()] == ["tiny"]
     assert redis_client.smembers(keys.workers_key()) == {b"w1", b"w2"}

@@ -1,0 +1,124 @@
+"""The models file: which models a deployment serves, by name, with where each comes from, its family and its request
+defaults. Workers serve the entry they are started with (`IMAGEGEN_MODEL=<name>`); the API routes each request to its
+model's queue and fills the fields a request leaves out from that model's defaults.
+
+    # models.toml (IMAGEGEN_MODELS_FILE)
+    [models.sd15]
+    source = "stable-diffusion-v1-5/stable-diffusion-v1-5"   # hub id, local folder, .safetensors/.ckpt file
+    family = "sd15"                                          # sd15, sd2, sdxl or turbo
+    sampler = "dpmpp_2m"                                     # defaults for what a request leaves out
+    steps = 25
+
+    [models.sdxl-turbo]
+    source = "/models/sd_xl_turbo_1.0_fp16.safetensors"
+    family = "turbo"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.schemas import ImageSide, Sampler
+from core.settings import Settings
+
+
+class ModelFamily(StrEnum):
+    """Architecture families; each brings its native size and usual sampler settings."""
+
+    SD15 = "sd15"
+    SD2 = "sd2"
+    SDXL = "sdxl"
+    TURBO = "turbo"  # SDXL-Turbo / SD-Turbo: one to four steps, no classifier-free guidance
+
+
+# Request defaults of each family (what a request that names the model but leaves these out gets).
+FAMILY_DEFAULTS: dict[ModelFamily, dict[str, Any]] = {
+    ModelFamily.SD15: {"width": 512, "height": 512, "steps": 25, "sampler": Sampler.EULER_A, "guidance_scale": 7.5},
+    ModelFamily.SD2: {"width": 768, "height": 768, "steps": 25, "sampler": Sampler.EULER_A, "guidance_scale": 7.5},
+    ModelFamily.SDXL: {"width": 1024, "height": 1024, "steps": 30, "sampler": Sampler.EULER_A, "guidance_scale": 7.0},
+    ModelFamily.TURBO: {"width": 512, "height": 512, "steps": 1, "sampler": Sampler.EULER_A, "guidance_scale": 0.0},
+}
+DEFAULT_FIELDS = ("width", "height", "steps", "sampler", "guidance_scale")
+
+
+class ModelEntry(BaseModel):
+    """One model of the models file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, description="Hub id, local diffusers folder, single-file checkpoint, tiny, demo.")
+    family: ModelFamily = ModelFamily.SD15
+    width: ImageSide | None = None
+    height: ImageSide | None = None
+    steps: int | None = Field(default=None, ge=1, le=150)
+    sampler: Sampler | None = None
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    safety_checker: bool = False  # run the family's safety checker; flagged images are marked `content_filtered`
+
+    def defaults(self) -> dict[str, Any]:
+        """The request defaults of this model: the family's, overridden by the entry's own."""
+        own = {name: value for name in DEFAULT_FIELDS if (value := getattr(self, name)) is not None}
+        return FAMILY_DEFAULTS[self.family] | own
+
+
+class ModelsFile(BaseModel):
+    """The whole file: `[models.<name>]` tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+
+
+# Built in, whatever the file says: the demo model draws 64x64 pictures and was measured at 20 Euler steps.
+BUILTIN_MODELS = {
+    "demo": ModelEntry(source="demo", width=64, height=64, steps=20, sampler=Sampler.EULER),
+    "tiny": ModelEntry(source="tiny"),
+}
+
+
+class ModelsFileError(ValueError):
+    """The models file cannot be read or does not follow the format."""
+
+
+@lru_cache(maxsize=8)
+def _read(path: str, mtime: float) -> dict[str, ModelEntry]:
+    try:
+        parsed = ModelsFile.model_validate(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ModelsFileError(f"models file {path}: {exc}") from exc
+    return parsed.models
+
+
+def model_entries(settings: Settings) -> dict[str, ModelEntry]:
+    """Every model this deployment knows by name: the built-in ones, then the models file's (which may redefine
+    them)."""
+    entries = dict(BUILTIN_MODELS)
+    if settings.models_file is not None:
+        path = settings.models_file.expanduser()
+        try:
+            mtime = path.stat().st_mtime
+        except OSError as exc:
+            raise ModelsFileError(f"models file {path}: {exc}") from exc
+        entries |= _read(str(path), mtime)
+    return entries
+
+
+def served_entry(settings: Settings) -> tuple[str, ModelEntry]:
+    """The name and entry of the model `settings.model` selects: an entry of the file by name, else an entry made
+    from the id or path itself (family sd15)."""
+    entries = model_entries(settings)
+    if settings.model in entries:
+        return settings.model_name or settings.model, entries[settings.model]
+    return settings.served_model_name(), ModelEntry(source=settings.model)
+
+
+def with_served_model(settings: Settings) -> Settings:
+    """`settings` with `model` resolved to the entry's source and `model_name` to its name (what a worker serves)."""
+    name, entry = served_entry(settings)
+    return settings.model_copy(update={"model": entry.source, "model_name": name, "model_family": entry.family.value})

@@ -1,0 +1,152 @@
+"""Several models: the models file names them with their family and defaults; requests go to their model's queue,
+take its defaults for what they leave out, and a model without a live worker answers 503 unless queuing is allowed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from core.catalog import ModelsFileError, model_entries, served_entry, with_served_model
+from core.queueing import model_queue
+from core.schemas import Sampler, WorkerInfo
+from core.settings import Settings
+from core.workers import publish_worker
+from service.app import create_app
+
+MODELS_TOML = """
+[models.fast]
+source = "tiny"
+family = "turbo"
+
+[models.big]
+source = "/models/sdxl.safetensors"
+family = "sdxl"
+sampler = "dpmpp_2m"
+steps = 40
+
+[models.tiny]
+source = "tiny"
+width = 64
+height = 64
+"""
+
+
+@pytest.fixture
+def models_file(tmp_path: Path) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(MODELS_TOML)
+    return path
+
+
+@pytest.fixture
+def routed(settings: Settings, models_file: Path, redis_client: Redis) -> TestClient:
+    configured = settings.model_copy(update={"models_file": models_file, "queue_without_workers": False})
+    return TestClient(create_app(configured), raise_server_exceptions=False)
+
+
+def _live(redis: Redis, worker_id: str, model: str) -> None:
+    now = datetime.now(UTC)
+    info = WorkerInfo(
+        id=worker_id,
+        model=model,
+        source="tiny",
+        samplers=[Sampler.EULER],
+        device="cpu",
+        dtype="float32",
+        state="ready",
+        started_at=now,
+        heartbeat_at=now,
+    )
+    publish_worker(redis, info, heartbeat_seconds=5)
+
+
+def test_entries_bring_family_defaults_overridden_by_their_own(settings: Settings, models_file: Path) -> None:
+    entries = model_entries(settings.model_copy(update={"models_file": models_file}))
+    assert entries["fast"].defaults() == {
+        "width": 512,
+        "height": 512,
+        "steps": 1,
+        "sampler": Sampler.EULER_A,
+        "guidance_scale": 0.0,
+    }
+    assert entries["big"].defaults() == {
+        "width": 1024,
+        "height": 1024,
+        "steps": 40,
+        "sampler": Sampler.DPMPP_2M,
+        "guidance_scale": 7.0,
+    }
+    assert entries["demo"].defaults()["width"] == 64  # built in
+
+
+def test_a_worker_started_with_an_entry_name_serves_its_source_under_that_name(
+    settings: Settings, models_file: Path
+) -> None:
+    worker = with_served_model(settings.model_copy(update={"models_file": models_file, "model": "big"}))
+    assert worker.model == "/models/sdxl.safetensors"
+    assert (worker.served_model_name(), worker.model_family) == ("big", "sdxl")
+    plain = with_served_model(settings.model_copy(update={"model": "/data/my-model"}))
+    assert (plain.model, plain.served_model_name()) == ("/data/my-model", "my-model")
+    assert served_entry(settings)[0] == "tiny"
+
+
+def test_a_broken_models_file_is_refused_with_its_path(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.x]\nsource = "tiny"\nfamily = "sd9"\n')
+    with pytest.raises(ModelsFileError, match=r"bad\.toml"):
+        model_entries(settings.model_copy(update={"models_file": bad}))
+
+
+def test_requests_route_to_their_models_queue_with_its_defaults(routed: TestClient, redis_client: Redis) -> None:
+    _live(redis_client, "w-fast", "fast")
+    _live(redis_client, "w-tiny", "tiny")
+    fast = routed.post("/generate", json={"prompt": "x", "model": "fast"})
+    assert fast.status_code == 202, fast.text
+    request = fast.json()["request"]
+    assert (request["steps"], request["guidance_scale"], request["width"]) == (1, 0.0, 512)
+    default = routed.post("/generate", json={"prompt": "x", "steps": 3})  # no model: the default (tiny)
+    assert default.json()["request"]["model"] == "tiny"
+    assert (default.json()["request"]["width"], default.json()["request"]["steps"]) == (64, 3)  # given fields kept
+    assert model_queue(redis_client, "fast").job_ids == [fast.json()["id"]]
+    assert model_queue(redis_client, "tiny").job_ids == [default.json()["id"]]
+
+
+def test_a_model_without_a_live_worker_is_503_unless_queuing_is_allowed(
+    routed: TestClient, settings: Settings, models_file: Path, redis_client: Redis
+) -> None:
+    refused = routed.post("/generate", json={"prompt": "x", "model": "big"})
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "10"
+    assert refused.json()["error"]["code"] == "no_worker"
+    assert refused.json()["error"]["message"] == "model big: no live worker serves it now; retry later"
+    assert model_queue(redis_client, "big").count == 0
+    listed = {m["name"]: m["workers"] for m in routed.get("/models").json()}
+    assert listed == {"big": 0, "fast": 0, "tiny": 0}
+
+    allowed = settings.model_copy(update={"models_file": models_file, "queue_without_workers": True})
+    queued = TestClient(create_app(allowed)).post("/generate", json={"prompt": "x", "model": "big"})
+    assert queued.status_code == 202
+    assert queued.json()["request"]["sampler"] == "dpmpp_2m"
+
+
+def test_a_model_default_that_leaves_no_step_is_422(routed: TestClient, redis_client: Redis) -> None:
+    _live(redis_client, "w-fast", "fast")
+    body = {"prompt": "x", "model": "fast", "init_image": _tiny_png(), "strength": 0.5}
+    response = routed.post("/generate", json=body)
+    assert response.status_code == 422
+    assert "runs no step" in response.json()["error"]["message"]
+
+
+def _tiny_png() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
