@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     # Named models with their source, family and request defaults (core/catalog.py); `model` may name one of them.
     models_file: Path | None = None
     model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = "sd15"  # set from the models file entry
+    lora_dir: Path | None = None  # LoRA adapters a worker offers: `<name>.safetensors` files
     # POST /generate for a model no live worker serves: 503, unless this allows queuing for one that will come
     # (scale from zero).
     queue_without_workers: bool = False

@@ -60,8 +60,24 @@ def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -
             details=[{"field": "model", "message": "no live worker"}],
             headers={"Retry-After": str(NO_WORKER_RETRY_SECONDS)},
         )
+    _check_loras(request, model, [worker for worker in workers if worker.model == model])
     entry = default_entry if model == default_name else model_entries(settings).get(model, ModelEntry(source=model))
     return model, entry
+
+
+def _check_loras(request: GenerateRequest, model: str, workers: list[WorkerInfo]) -> None:
+    """422 for a LoRA adapter that none of the model's live workers has (with none live, the worker checks)."""
+    if not request.loras or not workers:
+        return
+    offered = sorted({name for worker in workers for name in worker.loras})
+    missing = [lora.name for lora in request.loras if lora.name not in offered]
+    if missing:
+        raise ApiError(
+            422,
+            f"loras: unknown adapter {', '.join(missing)} for model {model}; it has: {', '.join(offered) or 'none'}",
+            code="invalid_request",
+            details=[{"field": "loras", "message": "unknown adapter", "allowed": offered}],
+        )
 
 
 def apply_model_defaults(request: GenerateRequest, model: str, entry: ModelEntry) -> GenerateRequest:

@@ -29,6 +29,7 @@ from worker.encoding import a1111_parameters, encode_image
 from worker.generation import generate_batch, generate_images
 from worker.health import WorkerState, WorkerStatus
 from worker.loading import LoadedModel
+from worker.loras import LoraAdapters
 from worker.previews import latent_family
 from worker.progress import StepReporter
 from worker.provenance import model_fingerprint, provenance
@@ -78,6 +79,7 @@ class GenerationEngine:
         vae_config = model.pipeline.vae.config
         self.latent_family = latent_family(vae_config.scaling_factor, vae_config.latent_channels)
         self.timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
+        self.loras = LoraAdapters(model.pipeline, settings.lora_dir)
         self.model_hash = model_fingerprint(model.source)
         # One thread: results are stored in the order they were made, and the GPU thread never waits for PNG or Redis.
         self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegen-finish")
@@ -128,6 +130,7 @@ class GenerationEngine:
                 scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
                 total = denoising_iterations(scheduler, request.steps, request.denoise_strength)
                 inputs = self._load_inputs(job_id, request)
+                self.loras.check(request.loras)
                 times = self.store.queue_times(job_id)
                 if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
                     log.info("job expired: it waited past its queue TTL")
@@ -217,9 +220,10 @@ class GenerationEngine:
 
         metrics.BATCH_SIZE.labels(self.model_name).observe(sum(r.num_images for r in requests))
         try:
-            images = generate_batch(
-                self.model.pipeline, self.base_scheduler_config, requests, on_step, [job.inputs for job in batch]
-            )
+            with self.loras.applied(requests[0].loras):  # a batch shares its adapters (worker/batching.py)
+                images = generate_batch(
+                    self.model.pipeline, self.base_scheduler_config, requests, on_step, [job.inputs for job in batch]
+                )
         except Exception as exc:
             for job in batch:
                 if job.job_id in live:

@@ -28,6 +28,7 @@ from worker import metrics, tasks
 from worker.engine import GenerationEngine
 from worker.health import WorkerState, WorkerStatus, serve_health
 from worker.loading import load_model
+from worker.loras import available_loras
 from worker.samplers import supported_samplers
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def run_worker(settings: Settings) -> None:
         model=model_name,
         source=settings.model,
         samplers=supported_samplers(engine.base_scheduler_config),
+        loras=available_loras(settings.lora_dir),
         device=str(loaded.device),
         dtype=str(loaded.dtype).removeprefix("torch."),
         state="ready",

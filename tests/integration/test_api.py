@@ -155,3 +155,15 @@ def test_health_and_readiness(client: TestClient, settings: Settings) -> None:
     response = down.get("/readyz")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
+
+
+def test_lora_unknown_to_the_models_live_workers_is_422(client: TestClient, redis_client: Redis) -> None:
+    worker = _worker("w1", "tiny", [Sampler.EULER]).model_copy(update={"loras": ["style", "sketch"]})
+    publish_worker(redis_client, worker, heartbeat_seconds=5)
+    refused = client.post("/generate", json={**REQUEST, "loras": [{"name": "anime", "scale": 0.7}]})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["message"] == "loras: unknown adapter anime for model tiny; it has: sketch, style"
+    accepted = client.post("/generate", json={**REQUEST, "loras": [{"name": "style", "scale": 0.7}]})
+    assert accepted.status_code == 202
+    assert accepted.json()["request"]["loras"] == [{"name": "style", "scale": 0.7}]
+    assert client.get("/models").json()[0]["loras"] == ["sketch", "style"]

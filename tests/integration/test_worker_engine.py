@@ -179,3 +179,35 @@ def test_job_records_its_provenance(engine: GenerationEngine, store: JobStore, c
     assert record.scheduler_config["beta_schedule"] == "scaled_linear"
     assert set(record.libraries) == {"torch", "diffusers", "transformers", "imagegen"}
     assert (record.device, record.dtype) == ("cpu", "float32")
+
+
+def test_lora_applies_to_its_batch_only(loaded, store: JobStore, settings: Settings, tmp_path) -> None:
+    from tests.lora_files import write_random_lora
+
+    write_random_lora(loaded.source, tmp_path / "loras", "style", seed=1)
+    write_random_lora(loaded.source, tmp_path / "loras", "other", seed=2)
+    configured = settings.model_copy(update={"lora_dir": tmp_path / "loras"})
+    engine = GenerationEngine(loaded, store, configured, "worker-lora", WorkerStatus())
+
+    def pixels(job_id: str, **fields) -> np.ndarray:
+        engine.run(job_id, _queue_job(store, job_id, **fields))
+        engine.drain()
+        job = store.get(job_id)
+        assert job.status is JobStatus.SUCCEEDED, job.error
+        return np.asarray(Image.open(io.BytesIO(store.get_image(job_id, 0)))).astype(int)
+
+    before = pixels("plain-before")
+    styled = pixels("styled", loras=[{"name": "style", "scale": 1.0}])
+    both = pixels("both", loras=[{"name": "style", "scale": 1.0}, {"name": "other", "scale": 0.5}])
+    half = pixels("half", loras=[{"name": "style", "scale": 0.5}])
+    after = pixels("plain-after")
+    assert np.abs(styled - before).max() > 10
+    assert np.abs(both - styled).max() > 0
+    assert np.abs(half - styled).max() > 0
+    assert np.array_equal(after, before)  # removed after its batch: exactly the pixels of before any LoRA
+
+    engine.run("unknown", _queue_job(store, "unknown", loras=[{"name": "nope"}]))
+    failed = store.get("unknown")
+    assert failed.status is JobStatus.FAILED
+    assert failed.error.code == "invalid_request"
+    assert failed.error.message == "loras: unknown adapter nope; this worker has: other, style"

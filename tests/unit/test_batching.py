@@ -29,8 +29,21 @@ def test_key_ignores_what_may_differ_per_job() -> None:
         {"sampler": "ddim"},
         {"guidance_scale": 6.0},
         {"model": "other"},
+        {"init_image": "sha256:a"},
+        {"image": "sha256:a", "mask_image": "sha256:b"},
+        {"loras": [{"name": "style"}]},
     ):
         assert batch_key(_r(**differing)) != batch_key(_r()), differing
+
+
+def test_image_jobs_batch_by_strength_and_adapters_not_by_image() -> None:
+    image_job = _r(init_image="sha256:a", strength=0.5, loras=[{"name": "s", "scale": 0.5}])
+    assert batch_key(image_job) == batch_key(
+        _r(init_image="sha256:b", strength=0.5, loras=[{"name": "s", "scale": 0.5}])
+    )
+    assert batch_key(image_job) != batch_key(image_job.model_copy(update={"strength": 0.6}))
+    assert batch_key(_r(loras=[{"name": "s", "scale": 0.5}])) != batch_key(_r(loras=[{"name": "s", "scale": 0.6}]))
+    assert batch_key(_r(strength=0.3)) == batch_key(_r())  # strength means nothing to text-to-image
 
 
 def test_select_batch_in_queue_order_within_caps() -> None:
