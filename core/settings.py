@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Named models with their source, family and request defaults (core/catalog.py); `model` may name one of them.
     models_file: Path | None = None
     model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = "sd15"  # set from the models file entry
+    # Prompts past the text encoder's 77 tokens: "truncate" (with a warning on the job) or "chunk" (worker/prompts.py).
+    long_prompts: Literal["truncate", "chunk"] = "truncate"
     lora_dir: Path | None = None  # LoRA adapters a worker offers: `<name>.safetensors` files
     # POST /generate for a model no live worker serves: 503, unless this allows queuing for one that will come
     # (scale from zero).

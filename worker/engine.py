@@ -32,6 +32,7 @@ from worker.loading import LoadedModel
 from worker.loras import LoraAdapters
 from worker.previews import latent_family
 from worker.progress import StepReporter
+from worker.prompts import can_chunk, token_count
 from worker.provenance import model_fingerprint, provenance
 from worker.samplers import build_scheduler, denoising_iterations
 from worker.timing import DeviceClock, PhaseTimer, PipelineTimers
@@ -222,7 +223,12 @@ class GenerationEngine:
         try:
             with self.loras.applied(requests[0].loras):  # a batch shares its adapters (worker/batching.py)
                 images = generate_batch(
-                    self.model.pipeline, self.base_scheduler_config, requests, on_step, [job.inputs for job in batch]
+                    self.model.pipeline,
+                    self.base_scheduler_config,
+                    requests,
+                    on_step,
+                    [job.inputs for job in batch],
+                    self.settings.long_prompts,
                 )
         except Exception as exc:
             for job in batch:
@@ -294,12 +300,14 @@ class GenerationEngine:
 
     def _warn_truncated_prompts(self, job_id: str, request: GenerateRequest) -> None:
         """Record a warning on the job when a prompt is longer than the text encoder's window (it gets truncated)."""
-        tokenizer = getattr(self.model.pipeline, "tokenizer", None)
-        if tokenizer is None:
+        pipeline = self.model.pipeline
+        if getattr(pipeline, "tokenizer", None) is None:
             return
-        window = tokenizer.model_max_length
+        if self.settings.long_prompts == "chunk" and can_chunk(pipeline):
+            return  # read whole, in windows
+        window = pipeline.tokenizer.model_max_length
         for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            count = len(tokenizer(text, truncation=False).input_ids) if text else 0
+            count = token_count(pipeline, text)
             if count > window:
                 warning = f"{field} is {count} tokens; the text encoder reads the first {window}, the rest is ignored"
                 self.store.add_warning(job_id, warning)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from core.schemas import GenerateRequest, GenerationMode
 from worker.batching import batch_key, split_counts
+from worker.prompts import LongPrompts, prompt_arguments
 from worker.samplers import build_scheduler
 
 # Called after each denoising iteration with (iterations done, total, latents of the whole batch); returns True to
@@ -89,6 +90,7 @@ def generate_batch(
     requests: Sequence[GenerateRequest],
     on_step: StepHook | None = None,
     inputs: Sequence[Inputs] | None = None,
+    long_prompts: LongPrompts = "truncate",
 ) -> list[list[Image.Image]]:
     """The images of each request, from one pipeline call over all of them (they must share a batch key).
 
@@ -106,6 +108,7 @@ def generate_batch(
     negatives = [r.negative_prompt for r in requests for _ in range(r.num_images)]
     seeds = [seed for r in requests for seed in r.image_seeds()]
     arguments = _mode_arguments(requests, inputs)
+    texts = prompt_arguments(runner, prompts, negatives, long_prompts, runner.unet.device)
 
     def step_end(pipe: DiffusionPipeline, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         if on_step is not None and on_step(step_index + 1, pipe.num_timesteps, callback_kwargs["latents"]):
@@ -114,14 +117,13 @@ def generate_batch(
 
     with torch.inference_mode():
         output = runner(
-            prompt=prompts,
-            negative_prompt=negatives if any(negatives) else None,
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
             num_images_per_prompt=1,
             generator=seeded_generators(seeds),
             output_type="pil",
             callback_on_step_end=step_end,
+            **texts,
             **arguments,
         )
     images = list(output.images)
@@ -139,6 +141,7 @@ def generate_images(
     request: GenerateRequest,
     on_step: StepHook | None = None,
     inputs: Inputs | None = None,
+    long_prompts: LongPrompts = "truncate",
 ) -> list[Image.Image]:
     """The images of one request (a batch of one)."""
-    return generate_batch(pipeline, base_scheduler_config, [request], on_step, [inputs or {}])[0]
+    return generate_batch(pipeline, base_scheduler_config, [request], on_step, [inputs or {}], long_prompts)[0]
