@@ -121,4 +121,7 @@ def served_entry(settings: Settings) -> tuple[str, ModelEntry]:
 def with_served_model(settings: Settings) -> Settings:
     """`settings` with `model` resolved to the entry's source and `model_name` to its name (what a worker serves)."""
     name, entry = served_entry(settings)
-    return settings.model_copy(update={"model": entry.source, "model_name": name, "model_family": entry.family.value})
+    update = {"model": entry.source, "model_name": name, "model_family": entry.family.value}
+    if entry.safety_checker:
+        update["safety_checker"] = True
+    return settings.model_copy(update=update)

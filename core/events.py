@@ -49,6 +49,7 @@ class SucceededEvent(BaseModel):
 
     type: Literal["succeeded"] = "succeeded"
     images: list[str]
+    content_filtered: list[bool] = Field(default_factory=list)
 
 
 class FailedEvent(BaseModel):

@@ -200,9 +200,11 @@ class JobStore:
         """True once `cancel` asked the running job to stop."""
         return bool(self.redis.hexists(keys.job_key(job_id), "cancel_requested"))
 
-    def mark_succeeded(self, job_id: str, images: list[bytes]) -> bool:
-        """Store the images and end the job `succeeded`; False when it had already ended (then nothing changes)."""
+    def mark_succeeded(self, job_id: str, images: list[bytes], content_filtered: list[bool] | None = None) -> bool:
+        """Store the images and end the job `succeeded` (with which images a safety checker filtered, if one ran);
+        False when it had already ended (then nothing changes)."""
         urls = [image_url(job_id, i) for i in range(len(images))]
+        filtered = content_filtered if content_filtered and any(content_filtered) else []
         pipe = self.redis.pipeline(transaction=True)
         for index, data in enumerate(images):
             pipe.set(keys.job_image_key(job_id, index), data, ex=self.result_ttl)
@@ -211,8 +213,13 @@ class JobStore:
             allowed=(JobStatus.RUNNING,),
             new=JobStatus.SUCCEEDED,
             ttl=self.result_ttl,
-            event=SucceededEvent(images=urls),
-            fields={"finished_at": _now(), "images": json.dumps(urls), "eta": 0},
+            event=SucceededEvent(images=urls, content_filtered=filtered),
+            fields={
+                "finished_at": _now(),
+                "images": json.dumps(urls),
+                "content_filtered": json.dumps(filtered),
+                "eta": 0,
+            },
             client=pipe,
         )
         return pipe.execute()[-1] == JobStatus.SUCCEEDED.value.encode()
@@ -405,6 +412,7 @@ class JobStore:
                 finished_at=_ts(fields.get("finished_at")),
             ),
             images=json.loads(fields.get("images", "[]")),
+            content_filtered=json.loads(fields.get("content_filtered", "[]")),
             error=JobError.model_validate_json(error) if error else None,
             worker_id=fields.get("worker_id") or None,
             owner=fields.get("owner") or None,

@@ -244,6 +244,11 @@ class Job(BaseModel):
     progress: Progress
     timings: Timings
     images: list[str] = Field(default_factory=list, description="URLs of the result images, once succeeded.")
+    content_filtered: list[bool] = Field(
+        default_factory=list,
+        description="Per image, when the model's safety checker ran and flagged any: True for an image it replaced "
+        "with a black one. Empty when nothing was flagged.",
+    )
     error: JobError | None = None
     worker_id: str | None = None
     owner: str | None = Field(default=None, exclude=True)  # the API key id that created it; never shown

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = "sd15"  # set from the models file entry
     # Prompts past the text encoder's 77 tokens: "truncate" (with a warning on the job) or "chunk" (worker/prompts.py).
     long_prompts: Literal["truncate", "chunk"] = "truncate"
+    # Safety checker (set by a models-file entry's `safety_checker`): images it flags are blacked out by diffusers and
+    # marked `content_filtered` on the job. The model's own checker, else one loaded from `safety_checker_source`.
+    safety_checker: bool = False
+    safety_checker_source: str = "CompVis/stable-diffusion-safety-checker"
     lora_dir: Path | None = None  # LoRA adapters a worker offers: `<name>.safetensors` files
     # POST /generate for a model no live worker serves: 503, unless this allows queuing for one that will come
     # (scale from zero).

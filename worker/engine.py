@@ -34,6 +34,7 @@ from worker.previews import latent_family
 from worker.progress import StepReporter
 from worker.prompts import can_chunk, token_count
 from worker.provenance import model_fingerprint, provenance
+from worker.safety import FILTERED_INFO_KEY
 from worker.samplers import build_scheduler, denoising_iterations
 from worker.timing import DeviceClock, PhaseTimer, PipelineTimers
 
@@ -265,7 +266,10 @@ class GenerationEngine:
                 ]
                 self._observe("image_encode", time.perf_counter() - started)
                 started = time.perf_counter()
-                stored = self.store.mark_succeeded(job.job_id, encoded)
+                filtered = [bool(image.info.get(FILTERED_INFO_KEY)) for image in images]
+                if any(filtered):
+                    log.warning("safety checker filtered images", extra={"filtered": filtered})
+                stored = self.store.mark_succeeded(job.job_id, encoded, filtered)
                 self._observe("store", time.perf_counter() - started)
                 if stored:
                     metrics.IMAGES.labels(self.model_name).inc(len(encoded))

@@ -14,6 +14,7 @@ from PIL import Image
 from core.schemas import GenerateRequest, GenerationMode
 from worker.batching import batch_key, split_counts
 from worker.prompts import LongPrompts, prompt_arguments
+from worker.safety import FILTERED_INFO_KEY
 from worker.samplers import build_scheduler
 
 # Called after each denoising iteration with (iterations done, total, latents of the whole batch); returns True to
@@ -81,7 +82,9 @@ def _mode_arguments(requests: Sequence[GenerateRequest], inputs: Sequence[Inputs
 def keep_unmasked(generated: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:
     """Inpainting's result: the generated pixels where the mask is white, the input's where it is black (blended in
     between), so what was not to be repainted comes back exactly as sent rather than through the VAE."""
-    return Image.composite(generated, image, mask)
+    result = Image.composite(generated, image, mask)
+    result.info.update(generated.info)
+    return result
 
 
 def generate_batch(
@@ -127,6 +130,10 @@ def generate_batch(
             **arguments,
         )
     images = list(output.images)
+    flagged = getattr(output, "nsfw_content_detected", None)
+    if flagged is not None:  # a safety checker ran: say which images it blacked out
+        for image, hit in zip(images, flagged, strict=True):
+            image.info[FILTERED_INFO_KEY] = bool(hit)
     if first.mode is GenerationMode.INPAINT:
         images = [
             keep_unmasked(generated, image, mask)

@@ -12,6 +12,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from core.settings import Settings
 from worker.acceleration import apply_runtime_options
+from worker.safety import attach_safety_checker, loading_options
 from worker.tiny import ensure_tiny_pipeline
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,12 @@ def load_model(settings: Settings) -> LoadedModel:
         )
         pipeline = single_file_class.from_single_file(str(path), torch_dtype=dtype)
     else:
-        pipeline = DiffusionPipeline.from_pretrained(str(path) if path.is_dir() else source, torch_dtype=dtype)
+        pipeline = DiffusionPipeline.from_pretrained(
+            str(path) if path.is_dir() else source, torch_dtype=dtype, **loading_options(settings.safety_checker)
+        )
     pipeline = pipeline.to(device)
+    if settings.safety_checker:
+        attach_safety_checker(pipeline, settings.safety_checker_source, device, dtype)
     pipeline.set_progress_bar_config(disable=True)
     apply_runtime_options(pipeline, device, settings)
     return LoadedModel(pipeline=pipeline, source=source, device=device, dtype=dtype)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from redis import Redis
 
+from core import keys
 from core.jobs import JobStore
 from core.queueing import enqueue_generation, model_queue
 from core.schemas import GenerateRequest, JobStatus
@@ -211,3 +212,41 @@ def test_lora_applies_to_its_batch_only(loaded, store: JobStore, settings: Setti
     assert failed.status is JobStatus.FAILED
     assert failed.error.code == "invalid_request"
     assert failed.error.message == "loras: unknown adapter nope; this worker has: other, style"
+
+
+@pytest.mark.parametrize("flag_everything", [True, False])
+def test_safety_checker_marks_what_it_filters(
+    flag_everything: bool, store: JobStore, settings: Settings, cache_dir, tmp_path
+) -> None:
+    from tests.safety_files import write_test_safety_checker
+
+    source = write_test_safety_checker(tmp_path / "checker", flag_everything=flag_everything)
+    configured = settings.model_copy(update={"safety_checker": True, "safety_checker_source": str(source)})
+    checked = load_model(configured)
+    assert checked.pipeline.safety_checker is not None
+    engine = GenerationEngine(checked, store, configured, "worker-safety", WorkerStatus())
+    engine.run("checked", _queue_job(store, "checked", num_images=2))
+    engine.drain()
+    job = store.get("checked")
+    assert job.status is JobStatus.SUCCEEDED
+    pixels = np.asarray(Image.open(io.BytesIO(store.get_image("checked", 0))))
+    if flag_everything:
+        assert job.content_filtered == [True, True]
+        assert pixels.max() == 0  # diffusers blacked it out; the job says so
+        events = store.redis.xrange(keys.job_events_key("checked"))
+        assert b'"content_filtered":[true,true]' in events[-1][1][b"data"]
+    else:
+        assert job.content_filtered == []
+        assert pixels.max() > 0
+
+
+def test_a_models_own_safety_checker_is_left_out_unless_turned_on(settings: Settings, tmp_path) -> None:
+    from tests.safety_files import write_test_safety_checker
+
+    source = write_test_safety_checker(tmp_path / "checker", flag_everything=True)
+    checked = settings.model_copy(update={"safety_checker": True, "safety_checker_source": str(source)})
+    with_checker = load_model(checked)
+    with_checker.pipeline.save_pretrained(str(tmp_path / "model"))  # a model folder that ships its own checker
+    own = settings.model_copy(update={"model": str(tmp_path / "model"), "safety_checker_source": "/nowhere"})
+    assert load_model(own).pipeline.safety_checker is None
+    assert load_model(own.model_copy(update={"safety_checker": True})).pipeline.safety_checker is not None
