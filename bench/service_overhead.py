@@ -110,6 +110,7 @@ def main() -> None:
         "IMAGEGEN_LOG_LEVEL": "WARNING",
         "IMAGEGEN_CACHE_DIR": os.environ.get("IMAGEGEN_CACHE_DIR", str(work / "cache")),
         "IMAGEGEN_MAX_QUEUE_DEPTH": "100000",
+        "IMAGEGEN_QUEUE_WITHOUT_WORKERS": "true",  # the throughput phase queues before the worker starts
         "IMAGEGEN_METRICS_PORT": str(metrics_port),
         "IMAGEGEN_WARMUP_STEPS": "1",
         "IMAGEGEN_MAX_BATCH": "1",

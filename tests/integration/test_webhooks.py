@@ -171,7 +171,7 @@ def test_a_subscribed_event_is_delivered_signed(
     assert abs(int(post.headers["webhook-timestamp"]) - time.time()) < 10
     assert post.headers["webhook-signature"].startswith("v1,")
     assert post.payload["type"] == "job.succeeded"
-    assert post.payload["data"] == {"job_id": "job1", "images": ["/jobs/job1/images/0"]}
+    assert post.payload["data"] == {"job_id": "job1", "images": ["/jobs/job1/images/0"], "content_filtered": []}
     assert isinstance(post.payload["timestamp"], str)
     assert abs(datetime.fromisoformat(post.payload["timestamp"]).timestamp() - time.time()) < 10
     assert _count("delivered") == delivered + 1
