@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.add_argument("-n", "--num-images", dest="num_images", type=int)
     gen.add_argument("--model")
+    gen.add_argument("--init-image", dest="init_image", metavar="PATH", help="img2img: the starting image")
+    gen.add_argument("--image", metavar="PATH", help="inpainting: the image (with --mask-image)")
+    gen.add_argument("--mask-image", dest="mask_image", metavar="PATH", help="inpainting: white repaints")
+    gen.add_argument("--strength", type=float, help="img2img/inpainting: share of the steps to run (0-1]")
+    gen.add_argument("--lora", action="append", metavar="NAME[:SCALE]", help="a LoRA adapter (repeatable)")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     gen.add_argument(
         "--api-key",

@@ -33,7 +33,9 @@ REQUEST_OPTIONS = (
     "seed",
     "num_images",
     "model",
+    "strength",
 )
+IMAGE_OPTIONS = ("init_image", "image", "mask_image")  # file paths, sent as base64
 SUFFIX_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 EXIT_INTERRUPTED = 130
 _POLL_SECONDS = 1.0  # how often the queue position is refreshed while the job waits
@@ -46,10 +48,22 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             body[name] = value
+    for name in IMAGE_OPTIONS:
+        path = getattr(args, name, None)
+        if path is not None:
+            body[name] = base64.b64encode(Path(path).read_bytes()).decode()
+    if getattr(args, "lora", None):
+        body["loras"] = [_lora(text) for text in args.lora]
     if args.preview:
         body["preview_every"] = args.preview
     body["output_format"] = SUFFIX_FORMATS.get(Path(args.output).suffix.lower().lstrip("."), "png")
     return body
+
+
+def _lora(text: str) -> dict[str, Any]:
+    """`name` or `name:scale` as a `loras` entry."""
+    name, _, scale = text.partition(":")
+    return {"name": name, "scale": float(scale)} if scale else {"name": name}
 
 
 def output_paths(output: Path, count: int) -> list[Path]:

@@ -162,3 +162,23 @@ def test_queue_position_while_another_job_runs(stack: Stack, tmp_path: Path) -> 
         assert output.exists()
     finally:
         stack.client.delete(f"/jobs/{blocker['id']}")
+
+
+def test_img2img_and_inpainting_from_files(stack: Stack, tmp_path: Path) -> None:
+    from worker.encoding import read_parameters
+
+    source, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    Image.new("RGB", (72, 64), (200, 30, 30)).save(source)
+    Image.new("L", (72, 64), 255).save(mask)
+    out = tmp_path / "i2i.png"
+    result = _generate(
+        stack, "a blue square", "--init-image", str(source), "--strength", "0.5", "--steps", "4", "-o", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (72, 64)  # the input's size
+    assert "Denoising strength: 0.5" in read_parameters(out.read_bytes())
+    painted = tmp_path / "inpaint.png"
+    args = ["--image", str(source), "--mask-image", str(mask), "--steps", "2", "-o", str(painted)]
+    result = _generate(stack, "a blue square", *args)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(painted).size == (72, 64)
