@@ -321,6 +321,7 @@ def train(out: Path, config: Config) -> Path:
     print(f"latents {tuple(means.shape)}, scaling factor {scaling:.4f}, posterior std {stds.mean():.3f}", flush=True)
 
     unet, text_encoder = train_unet(means, stds, labels, tokenizer, config)
+    tokenizer.backend_tokenizer.no_truncation()  # the training calls' truncation state is not part of the model
     # SD 1.5's noise schedule with Euler as the default sampler: PNDM, SD 1.5's own default, draws blobs with this
     # small model at 20 steps (3 of 24 prompts right), while DDIM, Euler, Euler a and DPM++ 2M get 24 of 24.
     scheduler = EulerDiscreteScheduler.from_config(SD15_SCHEDULER_CONFIG)

@@ -1,7 +1,5 @@
 """The committed demo model on its own: plain diffusers loads it, and an empty prompt spreads over the palette.
-
-img2img is not checked here: at every strength from 0.1 up this model redraws the picture the prompt asks for
-(see its model card), so "low strength keeps the input's colours" does not hold for it yet.
+(Adherence, negative prompts and img2img are checked through the running service: tests/e2e/test_demo_model.py.)
 """
 
 from __future__ import annotations
