@@ -63,7 +63,10 @@ def check_image(field: str, data: bytes, *, max_pixels: int, max_bytes: int) -> 
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Pillow's own guard, for sizes far past any sane limit: it refuses before reading the size out.
+            raise _invalid(field, f"over the limit of {max_pixels} pixels ({exc})", limit=max_pixels) from exc
+        except UnidentifiedImageError as exc:
             raise _invalid(field, "not an image (send PNG, JPEG or WebP)") from exc
         if image.format not in ACCEPTED_FORMATS:
             raise _invalid(field, f"{image.format} images are not accepted; send PNG, JPEG or WebP")

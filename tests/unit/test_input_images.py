@@ -63,6 +63,12 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(client: TestClien
     assert "4000x4000 = 16000000 pixels is over the limit of 262144 pixels" in error["message"]
 
 
+def test_a_huge_declared_size_is_refused_as_over_the_pixel_limit(client: TestClient) -> None:
+    bomb = _encoded(size=(20000, 20000), mode="1")  # 400 M pixels in about 50 kB: past Pillow's own guard too
+    error = _error(client.post("/generate", json={**GOOD, "init_image": _b64(bomb)}))
+    assert error["message"].startswith("init_image: over the limit of 262144 pixels")
+
+
 def test_image_over_the_byte_limit_is_refused(client: TestClient) -> None:
     noisy = Image.frombytes("RGB", (400, 400), bytes(range(256)) * 1875)
     buffer = io.BytesIO()
