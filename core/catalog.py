@@ -110,13 +110,20 @@ def model_entries(settings: Settings) -> dict[str, ModelEntry]:
     return entries
 
 
-def served_entry(settings: Settings) -> tuple[str, ModelEntry]:
+def served_entry(settings: Settings, entries: dict[str, ModelEntry] | None = None) -> tuple[str, ModelEntry]:
     """The name and entry of the model `settings.model` selects: an entry of the file by name, else an entry made
-    from the id or path itself (family sd15)."""
-    entries = model_entries(settings)
+    from the id or path itself (family sd15). `entries`: `model_entries(settings)`, when already read."""
+    entries = model_entries(settings) if entries is None else entries
     if settings.model in entries:
         return settings.model_name or settings.model, entries[settings.model]
     return settings.served_model_name(), ModelEntry(source=settings.model)
+
+
+def entry_of(settings: Settings, name: str, entries: dict[str, ModelEntry]) -> ModelEntry | None:
+    """The entry behind a public model name: the default model's, else the models file's (or a built-in one); None
+    for a model known only from its workers."""
+    default_name, default_entry = served_entry(settings, entries)
+    return default_entry if name == default_name else entries.get(name)
 
 
 def with_served_model(settings: Settings) -> Settings:

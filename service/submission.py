@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from redis import Redis
 
 from core import keys
-from core.catalog import BUILTIN_MODELS, ModelEntry, model_entries, served_entry
+from core.catalog import BUILTIN_MODELS, ModelEntry, entry_of, model_entries, served_entry
 from core.jobs import JobStore
 from core.queueing import enqueue_generation, model_queue, queue_depth
 from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_limits
@@ -32,19 +32,20 @@ from service.webhook_targets import WebhookTargetRefusedError, check_webhook_url
 NO_WORKER_RETRY_SECONDS = 10
 
 
-def known_models(settings: Settings, workers: list[WorkerInfo]) -> list[str]:
-    """Models a request may name: the configured default, the models file's, and whatever live workers serve."""
-    named = set(model_entries(settings)) - set(BUILTIN_MODELS) if settings.models_file else set()
-    return sorted({served_entry(settings)[0]} | named | {worker.model for worker in workers})
+def known_models(settings: Settings, workers: list[WorkerInfo], entries: dict[str, ModelEntry]) -> list[str]:
+    """Models a request may name: the configured default, the models file's (`entries` minus the built-in ones), and
+    whatever live workers serve."""
+    named = set(entries) - set(BUILTIN_MODELS) if settings.models_file else set()
+    return sorted({served_entry(settings, entries)[0]} | named | {worker.model for worker in workers})
 
 
 def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -> tuple[str, ModelEntry]:
     """The model a request goes to and its entry; 422 for an unknown one, 503 for one no live worker serves (unless
     `queue_without_workers`)."""
-    default_name, default_entry = served_entry(settings)
-    model = request.model or default_name
+    entries = model_entries(settings)
+    model = request.model or served_entry(settings, entries)[0]
     workers = live_workers(redis)
-    models = known_models(settings, workers)
+    models = known_models(settings, workers, entries)
     if model not in models:
         raise ApiError(
             422,
@@ -61,7 +62,7 @@ def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -
             headers={"Retry-After": str(NO_WORKER_RETRY_SECONDS)},
         )
     _check_loras(request, model, [worker for worker in workers if worker.model == model])
-    entry = default_entry if model == default_name else model_entries(settings).get(model, ModelEntry(source=model))
+    entry = entry_of(settings, model, entries) or ModelEntry(source=model)
     return model, entry
 
 

@@ -52,31 +52,32 @@ def _fit(image: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _each_image(
+    requests: Sequence[GenerateRequest], inputs: Sequence[Inputs], field: str, colour_mode: str
+) -> list[Image.Image]:
+    """One input image per output image: each request's `field`, fitted to the batch's size, `num_images` times."""
+    size = (requests[0].width, requests[0].height)
+    return [
+        _fit(given[field], size, colour_mode)
+        for request, given in zip(requests, inputs, strict=True)
+        for _ in range(request.num_images)
+    ]
+
+
 def _mode_arguments(requests: Sequence[GenerateRequest], inputs: Sequence[Inputs]) -> dict[str, Any]:
-    """The image arguments of an img2img or inpainting call: each request's images, once per image it asks for."""
+    """The size and image arguments of the call for the batch's mode (img2img takes its size from its images)."""
     first = requests[0]
-    size = (first.width, first.height)
     if first.mode is GenerationMode.TXT2IMG:
         return {"width": first.width, "height": first.height}
-    arguments: dict[str, Any] = {"strength": first.strength}
     if first.mode is GenerationMode.IMG2IMG:
-        arguments["image"] = [
-            _fit(given["init_image"], size, "RGB")
-            for r, given in zip(requests, inputs, strict=True)
-            for _ in range(r.num_images)
-        ]
-        return arguments
-    arguments["image"] = [
-        _fit(given["image"], size, "RGB")
-        for r, given in zip(requests, inputs, strict=True)
-        for _ in range(r.num_images)
-    ]
-    arguments["mask_image"] = [
-        _fit(given["mask_image"], size, "L")
-        for r, given in zip(requests, inputs, strict=True)
-        for _ in range(r.num_images)
-    ]
-    return arguments | {"width": first.width, "height": first.height}
+        return {"strength": first.strength, "image": _each_image(requests, inputs, "init_image", "RGB")}
+    return {
+        "strength": first.strength,
+        "image": _each_image(requests, inputs, "image", "RGB"),
+        "mask_image": _each_image(requests, inputs, "mask_image", "L"),
+        "width": first.width,
+        "height": first.height,
+    }
 
 
 def keep_unmasked(generated: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:

@@ -51,8 +51,8 @@ class LoraAdapters:
         if not loras:
             yield
             return
-        self.check(loras)
-        assert self.folder is not None  # check() found the files
+        if self.folder is None:  # admission checked the names against the folder (`check`)
+            raise ValueError("loras: this worker has no LoRA folder (IMAGEGEN_LORA_DIR)")
         for lora in loras:
             if lora.name not in self.loaded:
                 log.info("loading LoRA adapter %s", lora.name)

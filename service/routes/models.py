@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from core.catalog import model_entries, served_entry
+from core.catalog import entry_of, model_entries
 from core.schemas import ModelInfo
 from core.workers import live_workers, models_served
 from service.auth import CallerDep
@@ -20,10 +20,9 @@ def list_models(redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> li
     workers (ids, samplers, devices, LoRA adapters). A model with `workers: 0` answers 503 at submission unless the
     server queues for absent workers."""
     workers = live_workers(redis)
-    default_name, default_entry = served_entry(settings)
-    entries = model_entries(settings) | {default_name: default_entry}
+    entries = model_entries(settings)
     known = {}
-    for name in known_models(settings, workers):
-        entry = entries.get(name)
+    for name in known_models(settings, workers, entries):
+        entry = entry_of(settings, name, entries)
         known[name] = (entry.family.value, entry.defaults()) if entry else (None, {})
     return models_served(workers, known)
