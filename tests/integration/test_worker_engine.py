@@ -97,6 +97,19 @@ def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngin
     assert store.get("short").warnings == []
 
 
+def test_overlong_prompt_is_read_whole_without_a_warning_when_chunked(
+    loaded, store: JobStore, settings: Settings
+) -> None:
+    chunking = GenerationEngine(
+        loaded, store, settings.model_copy(update={"long_prompts": "chunk"}), "worker-chunk", WorkerStatus()
+    )
+    chunking.run("long", _queue_job(store, "long", prompt="a red circle " * 40))
+    chunking.drain()
+    job = store.get("long")
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.warnings == []
+
+
 def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store: JobStore, redis_client: Redis) -> None:
     payload = _queue_job(store, "late", queue_ttl_seconds=1)
     redis_client.hset("imagegen:job:late", "expires_at", 0)  # as if it had waited past its TTL
