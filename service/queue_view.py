@@ -33,8 +33,8 @@ def predict_wait(
 def with_queue_view(job: Job, redis: Redis, store: JobStore) -> Job:
     """The queued `job` with `queue_position`, `start_eta_seconds` and `eta_seconds` filled in where known."""
     position = queue_position(model_queue(redis, job.model), job.id)
-    if position is None:  # dequeued a moment ago: about to be marked running
-        return job
+    if position is None:  # a worker took it off the queue a moment ago and is about to mark it running: it is next
+        position = 0
     update: dict[str, object] = {"queue_position": position}
     eta = predict_wait(redis, store, job.model, job.request, position)
     if eta is not None:
