@@ -29,3 +29,15 @@ def test_smoke_run_writes_a_pipeline_plain_diffusers_loads(tmp_path: Path) -> No
     assert type(pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
     image = pipeline("a red circle on a blue background", num_inference_steps=2, height=64, width=64).images[0]
     assert image.size == (64, 64)
+
+
+def test_the_script_writes_the_committed_models_tokenizer(tmp_path: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    from worker.loading import DEMO_MODEL_DIR
+
+    write_word_tokenizer(tmp_path)
+    written = CLIPTokenizer.from_pretrained(str(tmp_path), model_max_length=16)
+    committed = CLIPTokenizer.from_pretrained(str(DEMO_MODEL_DIR / "tokenizer"))
+    for text in [*VOCABULARY, "a red triangle on a white background", "a zebra"]:
+        assert written(text).input_ids == committed(text).input_ids, text
