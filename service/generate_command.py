@@ -19,7 +19,7 @@ import httpx
 from pydantic import ValidationError
 
 from core.events import PreviewEvent, RequeuedEvent, StartedEvent, StepEvent
-from core.schemas import Job, JobStatus
+from core.schemas import IMAGE_FIELDS, Job, JobStatus
 from service.client import ImagegenClient, ImagegenError, JobFailedError, StreamEvent
 from service.progress import ProgressView, progress_view
 
@@ -35,7 +35,6 @@ REQUEST_OPTIONS = (
     "model",
     "strength",
 )
-IMAGE_OPTIONS = ("init_image", "image", "mask_image")  # file paths, sent as base64
 SUFFIX_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 EXIT_INTERRUPTED = 130
 _POLL_SECONDS = 1.0  # how often the queue position is refreshed while the job waits
@@ -48,7 +47,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             body[name] = value
-    for name in IMAGE_OPTIONS:
+    for name in IMAGE_FIELDS:  # file paths, sent as base64
         path = getattr(args, name, None)
         if path is not None:
             body[name] = base64.b64encode(Path(path).read_bytes()).decode()

@@ -39,6 +39,8 @@ class LoraAdapters:
 
     def check(self, loras: Sequence[LoraSpec]) -> None:
         """Raise ValueError naming any adapter this worker does not have."""
+        if not loras:  # most jobs: no folder listing on their way in
+            return
         have = available_loras(self.folder)
         missing = [lora.name for lora in loras if lora.name not in have]
         if missing:

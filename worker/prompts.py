@@ -39,7 +39,7 @@ def _windows(pipeline: DiffusionPipeline, text: str) -> list[list[int]]:
     tokenizer = pipeline.tokenizer
     body = tokenizer.model_max_length - 2
     ids = tokenizer(text, truncation=False, add_special_tokens=False).input_ids if text else []
-    return [ids[start : start + body] for start in range(0, max(len(ids), 1), body)] or [[]]
+    return [ids[start : start + body] for start in range(0, max(len(ids), 1), body)]  # at least one window
 
 
 @torch.no_grad()
