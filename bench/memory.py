@@ -58,9 +58,9 @@ def main() -> None:
     try:
         time.sleep(0.3)
         api = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api", "--port", str(api_port)], env=env, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "launcher.main", "api", "--port", str(api_port)], env=env, stderr=subprocess.DEVNULL
         )
-        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen([sys.executable, "-m", "launcher.main", "worker"], env=env, stderr=subprocess.DEVNULL)
         processes += [api, worker]
         url = f"http://127.0.0.1:{api_port}"
         wait_for(f"{url}/readyz")

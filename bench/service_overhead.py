@@ -126,7 +126,7 @@ def main() -> None:
         redis = Redis.from_url(redis_url)
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "api", "--port", str(api_port)],
+                [sys.executable, "-m", "launcher.main", "api", "--port", str(api_port)],
                 env=env,
                 stderr=(work / "api.log").open("wb"),
             )
@@ -149,7 +149,7 @@ def main() -> None:
 
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "worker"], env=env, stderr=(work / "worker.log").open("wb")
+                [sys.executable, "-m", "launcher.main", "worker"], env=env, stderr=(work / "worker.log").open("wb")
             )
         )
         wait_for(f"http://127.0.0.1:{metrics_port}/readyz")

@@ -14,6 +14,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY service ./service
+COPY client ./client
+COPY launcher ./launcher
 COPY worker ./worker
 # hadolint ignore=DL3013
 RUN pip install --upgrade pip setuptools wheel \

@@ -31,6 +31,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY service ./service
+COPY client ./client
+COPY launcher ./launcher
 COPY worker ./worker
 # Versions come from pyproject.toml's ranges (a lock file would pin them).
 # hadolint ignore=DL3013

@@ -77,7 +77,7 @@ def shoot_cli(browser: Any, url: str, output: Path) -> None:
     with tempfile.TemporaryDirectory() as folder:
         args = ["generate", PROMPT, "-o", "circle.png", "--width", "64", "--height", "64", "--steps", "20"]
         args += ["--guidance-scale", "4", "--seed", "7", "-n", "4"]
-        command = [sys.executable, "-m", "service.cli", *args]
+        command = [sys.executable, "-m", "launcher.main", *args]
         screen = terminal_screen(command, Path(folder), {"IMAGEGEN_URL": url})
     page = browser.new_page(device_scale_factor=1)
     page.set_content(terminal_html("$ imagegen " + shlex.join(args), screen))

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-IMAGEGEN = [sys.executable, "-m", "service.cli"]
+IMAGEGEN = [sys.executable, "-m", "launcher.main"]
 
 
 def free_port() -> int:

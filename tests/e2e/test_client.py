@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from client import AsyncImagegenClient, ImagegenClient, ImagegenError, JobFailedError
 from core.events import PreviewEvent, QueuedEvent, StartedEvent, StepEvent, SucceededEvent
 from core.schemas import GenerateRequest, JobStatus, Sampler
 from service.auth import hash_key
-from service.client import AsyncImagegenClient, ImagegenClient, ImagegenError, JobFailedError
 from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 

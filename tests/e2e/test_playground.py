@@ -33,9 +33,26 @@ CHROMIUM_ARGS = [
 LONG = {"prompt": "a long job", "width": "512", "height": "512", "steps": "150"}
 
 
+# A second model (no worker serves it) whose defaults differ from tiny's in every field a model sets; sorted after
+# `tiny`, which stays the page's first, selected model.
+SECOND_MODEL = "tiny-small"
+MODELS_TOML = f"""
+[models.{SECOND_MODEL}]
+source = "tiny"
+width = 64
+height = 96
+steps = 6
+sampler = "euler"
+guidance_scale = 3.5
+"""
+
+
 @pytest.fixture(scope="module")
 def stack(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with started_stack(tmp_path_factory.mktemp("playground"), stack_env(cache_dir)) as running:
+    tmp = tmp_path_factory.mktemp("playground")
+    models_file = tmp / "models.toml"
+    models_file.write_text(MODELS_TOML)
+    with started_stack(tmp, {**stack_env(cache_dir), "IMAGEGEN_MODELS_FILE": str(models_file)}) as running:
         yield running
 
 
@@ -98,6 +115,75 @@ def test_page_is_served_with_a_strict_csp(stack: Stack) -> None:
     assert csp["script-src"] == f"'sha256-{digest}'"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert stack.client.head("/").status_code == 200
+
+
+def _request_schema(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GenerateRequest's JSON schema as the app publishes it, and its schemas by name."""
+    schemas = stack.client.get("/openapi.json").json()["components"]["schemas"]
+    return schemas.get("GenerateRequest") or schemas["GenerateRequest-Input"], schemas
+
+
+def _field(stack: Stack, name: str) -> dict[str, Any]:
+    """One field's schema with `X | null` reduced to X and its `$ref` followed."""
+    request, schemas = _request_schema(stack)
+    field = request["properties"][name]
+    inner = next((b for b in field.get("anyOf", []) if b.get("type") != "null"), None) or field
+    if "$ref" in inner:
+        inner = schemas[inner["$ref"].rsplit("/", 1)[-1]]
+    return {**inner, **{k: v for k, v in field.items() if k not in ("anyOf", "$ref")}}
+
+
+def _form_values(page: Any, names: list[str]) -> dict[str, Any]:
+    return {name: page.input_value(f"#{name}") for name in names}
+
+
+def _js(value: Any) -> str:
+    """A JSON value as JavaScript's String() writes it into an input: 7.5 -> "7.5", 4.0 -> "4", "euler" -> "euler"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _as_form(defaults: dict[str, Any]) -> dict[str, str]:
+    """The defaults GET /models reports, as the form's inputs show them."""
+    return {name: _js(value) for name, value in defaults.items()}
+
+
+def test_form_opens_with_the_models_defaults_and_refills_them_on_a_model_change(page: Any, stack: Stack) -> None:
+    models = {model["name"]: model for model in stack.client.get("/models").json()}
+    assert next(iter(models)) == "tiny" and page.input_value("#model") == "tiny"
+    first, second = models["tiny"]["defaults"], models[SECOND_MODEL]["defaults"]
+    assert set(first) == set(second) >= {"width", "height", "steps", "sampler", "guidance_scale"}
+    assert first != second, "the two models must differ for the refill to show"
+
+    def shown() -> dict[str, str]:
+        return _form_values(page, list(first))
+
+    assert shown() == _as_form(first)
+    page.select_option("#model", SECOND_MODEL)
+    assert shown() == _as_form(second)
+    # No live worker serves the second model: every sampler of the schema is offered.
+    samplers = page.eval_on_selector_all("#sampler option", "options => options.map(o => o.value)")
+    assert samplers == _field(stack, "sampler")["enum"]
+    page.select_option("#model", "tiny")
+    assert shown() == _as_form(first)
+
+
+def test_fields_bounds_and_samplers_come_from_the_schema(page: Any, stack: Stack) -> None:
+    enum = _field(stack, "sampler")["enum"]
+    served = stack.client.get("/models").json()[0]["samplers"]
+    samplers = page.eval_on_selector_all("#sampler option", "options => options.map(o => o.value)")
+    assert samplers == [name for name in enum if name in served]
+    assert set(served) == set(enum), "tiny's worker runs every sampler: the page offers the schema's enum"
+    for name in ("width", "height", "steps", "guidance_scale", "seed", "num_images"):
+        field = _field(stack, name)
+        bounds = page.eval_on_selector(f"#{name}", "input => [input.min, input.max, input.step]")
+        low = field.get("minimum", field.get("exclusiveMinimum"))
+        step = field.get("multipleOf") or (1 if field["type"] == "integer" else "any")
+        assert bounds == [_js(low), _js(field["maximum"]), _js(step)], name
+    for name in ("prompt", "negative_prompt"):
+        assert page.eval_on_selector(f"#{name}", "area => area.maxLength") == _field(stack, name)["maxLength"]
+    assert page.eval_on_selector("#prompt", "area => area.required")
 
 
 def test_generate_shows_progress_previews_and_the_images(page: Any, stack: Stack) -> None:

@@ -10,9 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.events import QueuedEvent, StartedEvent, StepEvent, SucceededEvent
-from core.schemas import Job
-from service.client import (
+from client import (
     AsyncImagegenClient,
     ImagegenClient,
     ImagegenError,
@@ -20,6 +18,8 @@ from service.client import (
     StreamEvent,
     StreamLostError,
 )
+from core.events import QueuedEvent, StartedEvent, StepEvent, SucceededEvent
+from core.schemas import Job
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 EVENTS = [

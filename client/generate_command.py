@@ -18,23 +18,12 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from client.client import ImagegenClient, ImagegenError, JobFailedError, StreamEvent
+from client.generate_options import request_option_fields
+from client.progress_view import ProgressView, progress_view
 from core.events import PreviewEvent, RequeuedEvent, StartedEvent, StepEvent
 from core.schemas import IMAGE_FIELDS, Job, JobStatus
-from service.client import ImagegenClient, ImagegenError, JobFailedError, StreamEvent
-from service.progress import ProgressView, progress_view
 
-REQUEST_OPTIONS = (
-    "negative_prompt",
-    "width",
-    "height",
-    "steps",
-    "guidance_scale",
-    "sampler",
-    "seed",
-    "num_images",
-    "model",
-    "strength",
-)
 SUFFIX_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 EXIT_INTERRUPTED = 130
 _POLL_SECONDS = 1.0  # how often the queue position is refreshed while the job waits
@@ -43,8 +32,8 @@ _POLL_SECONDS = 1.0  # how often the queue position is refreshed while the job w
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
     """The `POST /generate` body from the command's options; the output file's suffix picks the format."""
     body: dict[str, Any] = {"prompt": args.prompt}
-    for name in REQUEST_OPTIONS:
-        value = getattr(args, name)
+    for name in request_option_fields():
+        value = getattr(args, name, None)
         if value is not None:
             body[name] = value
     for name in IMAGE_FIELDS:  # file paths, sent as base64
@@ -53,8 +42,6 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
             body[name] = base64.b64encode(Path(path).read_bytes()).decode()
     if getattr(args, "lora", None):
         body["loras"] = [_lora(text) for text in args.lora]
-    if args.preview:
-        body["preview_every"] = args.preview
     body["output_format"] = SUFFIX_FORMATS.get(Path(args.output).suffix.lower().lstrip("."), "png")
     return body
 
@@ -181,7 +168,7 @@ def run_generate(args: argparse.Namespace) -> int:
             print(f"job {job.id} queued (model {job.model}, seed {job.seed})", file=sys.stderr, flush=True)
             view = progress_view()
             try:
-                job = follow(client, job, view, args.timeout, preview_path(output) if args.preview else None)
+                job = follow(client, job, view, args.timeout, preview_path(output) if args.preview_every else None)
             except BaseException:
                 view.close()
                 raise

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+from client.generate_options import add_generate_arguments
 from core.settings import Settings
 
 
@@ -30,7 +31,7 @@ def _run_worker(settings: Settings) -> None:
 
 def _dev(settings: Settings, host: str, port: int) -> int:
     """Supervise an API and a worker process (and an embedded Redis when needed) until SIGINT/SIGTERM."""
-    from service.devredis import ensure_redis
+    from launcher.devredis import ensure_redis
 
     redis_url, embedded = ensure_redis(settings.redis_url, settings.cache_dir)
     if embedded is not None:
@@ -46,8 +47,8 @@ def _dev(settings: Settings, host: str, port: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     children = [
-        subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env),
-        subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)], env=env),
+        subprocess.Popen([sys.executable, "-m", "launcher.main", "worker"], env=env),
+        subprocess.Popen([sys.executable, "-m", "launcher.main", "api", "--host", host, "--port", str(port)], env=env),
     ]
     print(
         f"imagegen dev: worker for model {settings.model!r} starting (pid {children[0].pid}); API on http://{host}:{port}"
@@ -71,7 +72,7 @@ def _dev(settings: Settings, host: str, port: int) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from service.generate_command import run_generate
+    from client.generate_command import run_generate
 
     return run_generate(args)
 
@@ -91,35 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser(
         "generate", help="submit a prompt to a running API, show its progress, and write the images (Ctrl-C cancels)"
     )
-    gen.add_argument("prompt")
-    gen.add_argument("-o", "--output", default="out.png", help="file to write (more images: out-1.png, ...)")
-    gen.add_argument("--url", default=os.environ.get("IMAGEGEN_URL", "http://127.0.0.1:8000"))
-    gen.add_argument("--negative-prompt", dest="negative_prompt")
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--steps", type=int)
-    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float)
-    gen.add_argument("--sampler")
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("-n", "--num-images", dest="num_images", type=int)
-    gen.add_argument("--model")
-    gen.add_argument("--init-image", dest="init_image", metavar="PATH", help="img2img: the starting image")
-    gen.add_argument("--image", metavar="PATH", help="inpainting: the image (with --mask-image)")
-    gen.add_argument("--mask-image", dest="mask_image", metavar="PATH", help="inpainting: white repaints")
-    gen.add_argument("--strength", type=float, help="img2img/inpainting: share of the steps to run (0-1]")
-    gen.add_argument("--lora", action="append", metavar="NAME[:SCALE]", help="a LoRA adapter (repeatable)")
-    gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
-    gen.add_argument(
-        "--api-key",
-        default=os.environ.get("IMAGEGEN_API_KEY"),
-        help="sent as Authorization: Bearer (default: $IMAGEGEN_API_KEY)",
-    )
-    gen.add_argument(
-        "--preview",
-        type=int,
-        metavar="K",
-        help="a latent preview every K steps, kept up to date in OUT.preview.webp beside the output",
-    )
+    add_generate_arguments(gen)
     return parser
 
 
