@@ -17,34 +17,16 @@ model's queue and fills the fields a request leaves out from that model's defaul
 from __future__ import annotations
 
 import tomllib
-from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.schemas import ImageSide, Sampler
+from core.families import DEFAULT_FAMILY, DEFAULT_FIELDS, FAMILIES, ModelFamily
+from core.fields import GuidanceScale, ImageSide, Steps
+from core.samplers import Sampler
 from core.settings import Settings
-
-
-class ModelFamily(StrEnum):
-    """Architecture families; each brings its native size and usual sampler settings."""
-
-    SD15 = "sd15"
-    SD2 = "sd2"
-    SDXL = "sdxl"
-    TURBO = "turbo"  # SDXL-Turbo / SD-Turbo: one to four steps, no classifier-free guidance
-
-
-# Request defaults of each family (what a request that names the model but leaves these out gets).
-FAMILY_DEFAULTS: dict[ModelFamily, dict[str, Any]] = {
-    ModelFamily.SD15: {"width": 512, "height": 512, "steps": 25, "sampler": Sampler.EULER_A, "guidance_scale": 7.5},
-    ModelFamily.SD2: {"width": 768, "height": 768, "steps": 25, "sampler": Sampler.EULER_A, "guidance_scale": 7.5},
-    ModelFamily.SDXL: {"width": 1024, "height": 1024, "steps": 30, "sampler": Sampler.EULER_A, "guidance_scale": 7.0},
-    ModelFamily.TURBO: {"width": 512, "height": 512, "steps": 1, "sampler": Sampler.EULER_A, "guidance_scale": 0.0},
-}
-DEFAULT_FIELDS = ("width", "height", "steps", "sampler", "guidance_scale")
 
 
 class ModelEntry(BaseModel):
@@ -53,18 +35,18 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(min_length=1, description="Hub id, local diffusers folder, single-file checkpoint, tiny, demo.")
-    family: ModelFamily = ModelFamily.SD15
+    family: ModelFamily = DEFAULT_FAMILY
     width: ImageSide | None = None
     height: ImageSide | None = None
-    steps: int | None = Field(default=None, ge=1, le=150)
+    steps: Steps | None = None
     sampler: Sampler | None = None
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    guidance_scale: GuidanceScale | None = None
     safety_checker: bool = False  # run the family's safety checker; flagged images are marked `content_filtered`
 
     def defaults(self) -> dict[str, Any]:
         """The request defaults of this model: the family's, overridden by the entry's own."""
         own = {name: value for name in DEFAULT_FIELDS if (value := getattr(self, name)) is not None}
-        return FAMILY_DEFAULTS[self.family] | own
+        return FAMILIES[self.family].defaults.as_dict() | own
 
 
 class ModelsFile(BaseModel):

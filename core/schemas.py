@@ -6,24 +6,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-SEED_MAX = 2**32 - 1
-
-
-class Sampler(StrEnum):
-    """Sampler names a request may give; each maps onto one diffusers scheduler (worker/samplers.py)."""
-
-    DDIM = "ddim"
-    PNDM = "pndm"
-    LMS = "lms"
-    HEUN = "heun"
-    EULER = "euler"
-    EULER_A = "euler_a"
-    DPMPP_2M = "dpmpp_2m"
-    DPMPP_2M_KARRAS = "dpmpp_2m_karras"
-    UNIPC = "unipc"
-    LCM = "lcm"
+from core.families import BASE_DEFAULTS
+from core.fields import (
+    SEED_MAX,
+    STEPS_MAX,
+    GuidanceScale,
+    ImageSide,
+    NegativePrompt,
+    NumImages,
+    Prompt,
+    Seed,
+    Steps,
+    Strength,
+)
+from core.samplers import Sampler
 
 
 class OutputFormat(StrEnum):
@@ -57,14 +55,6 @@ class JobStatus(StrEnum):
 WebhookEventType = Literal["queued", "started", "step", "succeeded", "failed", "canceled", "expired", "requeued"]
 DEFAULT_WEBHOOK_EVENTS = ("succeeded", "failed", "canceled", "expired")
 
-
-def _multiple_of_8(value: int) -> int:
-    if value % 8:
-        raise ValueError(f"must be a multiple of 8, got {value}")
-    return value
-
-
-ImageSide = Annotated[int, Field(ge=64, le=2048, description="Pixels; a multiple of 8 in 64..2048.")]
 
 # Request fields that carry an input image: base64 (or a `data:` URL) in the client's JSON, a multipart file part, or
 # once accepted, the `sha256:<hex>` reference of the bytes the API stored beside the job (core/keys.job_input_key).
@@ -103,19 +93,20 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
-    prompt: str = Field(min_length=1, max_length=2000)
-    negative_prompt: str = Field(default="", max_length=2000)
-    width: ImageSide = 512
-    height: ImageSide = 512
-    steps: int = Field(default=25, ge=1, le=150)
-    guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0, allow_inf_nan=False)
-    sampler: Sampler = Sampler.EULER_A
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="Absent: a random seed, recorded.")
-    num_images: int = Field(default=1, ge=1, le=8)
+    prompt: Prompt
+    negative_prompt: NegativePrompt = ""
+    # Left out: the default family's values here; the API then gives the request its model's own (core/families.py).
+    width: ImageSide = BASE_DEFAULTS.width
+    height: ImageSide = BASE_DEFAULTS.height
+    steps: Steps = BASE_DEFAULTS.steps
+    guidance_scale: GuidanceScale = BASE_DEFAULTS.guidance_scale
+    sampler: Sampler = BASE_DEFAULTS.sampler
+    seed: Seed | None = Field(default=None, description="Absent: a random seed, recorded.")
+    num_images: NumImages = 1
     output_format: OutputFormat = OutputFormat.PNG
     output_quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality (92/90 by default).")
     model: str | None = Field(default=None, min_length=1, max_length=100, description="Absent: the default model.")
-    preview_every: int = Field(default=0, ge=0, le=150, description="0: no previews; k: a preview every k steps.")
+    preview_every: int = Field(default=0, ge=0, le=STEPS_MAX, description="0: no previews; k: a preview every k steps.")
     max_wait_seconds: float | None = Field(
         default=None, gt=0, le=86400, allow_inf_nan=False, description="Refuse (429) when the predicted start is later."
     )
@@ -134,17 +125,8 @@ class GenerateRequest(BaseModel):
     init_image: InputImage = None
     image: InputImage = None
     mask_image: InputImage = Field(default=None, description="Inpainting: white repaints, black keeps the image.")
-    strength: float = Field(
-        default=0.8,
-        gt=0.0,
-        le=1.0,
-        allow_inf_nan=False,
-        description="img2img and inpainting: how much to redraw (1: all of it); runs steps*strength steps.",
-    )
+    strength: Strength = 0.8
     loras: list[LoraSpec] = Field(default_factory=list, max_length=4)
-
-    _check_width = field_validator("width")(_multiple_of_8)
-    _check_height = field_validator("height")(_multiple_of_8)
 
     @model_validator(mode="after")
     def _check_mode(self) -> GenerateRequest:

@@ -21,8 +21,11 @@ router = APIRouter(tags=["generate"])
 
 GENERATE_MEDIA_TYPES = ("application/json", "multipart/form-data")
 _ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 409, 413, 415, 422, 429, 503)}
-# Multipart fields whose value is JSON (lists); every other field is a plain value pydantic converts.
-_JSON_FORM_FIELDS = ("loras", "webhook_events")
+# Multipart fields whose value is JSON text: the lists (loras, webhook_events); every other field is a plain value
+# pydantic converts.
+_JSON_FORM_FIELDS = tuple(
+    name for name, field in GenerateRequest.model_json_schema()["properties"].items() if field.get("type") == "array"
+)
 
 
 async def _form_fields(request: Request) -> dict[str, Any]:
@@ -59,22 +62,45 @@ async def generate_request(request: Request) -> GenerateRequest:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
 
 
+def _inline_refs(schema: Any, definitions: dict[str, Any]) -> Any:
+    """`schema` with every `{"$ref": "#/$defs/X"}` replaced by X itself (siblings such as `default` kept)."""
+    if isinstance(schema, list):
+        return [_inline_refs(item, definitions) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        target = definitions[schema["$ref"].rsplit("/", 1)[-1]]
+        return _inline_refs(target, definitions) | {key: value for key, value in schema.items() if key != "$ref"}
+    return {key: _inline_refs(value, definitions) for key, value in schema.items()}
+
+
+def _form_property(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """One `GenerateRequest` field as a multipart part: an image as a file, a list as JSON text, any other field as
+    its JSON schema; a field that may be null is a part left out, so the null branch goes."""
+    described: dict[str, Any] = {key: schema[key] for key in ("title", "description") if key in schema}
+    if name in IMAGE_FIELDS:
+        return {"type": "string", "format": "binary", **described}
+    if name in _JSON_FORM_FIELDS:
+        return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema, **described}
+    branches = [branch for branch in schema.get("anyOf", ()) if branch.get("type") != "null"]
+    if len(branches) == 1:
+        schema = {key: value for key, value in schema.items() if key != "anyOf"} | branches[0]
+    return {key: value for key, value in schema.items() if not (key == "default" and value is None)}
+
+
 def _request_body_schema() -> dict[str, Any]:
-    """The OpenAPI request body: the JSON schema, and the same fields as multipart with images as file parts."""
-    reference = {"$ref": "#/components/schemas/GenerateRequest"}
-    form_properties: dict[str, Any] = {
-        name: {"type": "string"} for name in ("prompt", "negative_prompt", "sampler", "output_format", "model")
-    }
-    form_properties |= {name: {"type": "integer"} for name in ("width", "height", "steps", "seed", "num_images")}
-    form_properties |= {name: {"type": "number"} for name in ("guidance_scale", "strength")}
-    form_properties |= {name: {"type": "string", "format": "binary"} for name in IMAGE_FIELDS}
+    """The OpenAPI request body: the JSON schema, and the same fields as multipart (generated from `GenerateRequest`)
+    with images as file parts and list fields as JSON text."""
+    schema = GenerateRequest.model_json_schema()
+    properties = _inline_refs(schema["properties"], schema.get("$defs", {}))
+    form_properties = {name: _form_property(name, prop) for name, prop in properties.items()}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": reference},
+                "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": form_properties, "required": ["prompt"]}
+                    "schema": {"type": "object", "properties": form_properties, "required": schema["required"]}
                 },
             },
         }

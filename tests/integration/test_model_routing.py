@@ -141,6 +141,43 @@ def test_a_model_default_that_leaves_no_step_is_422(routed: TestClient, redis_cl
     assert "runs no step" in response.json()["error"]["message"]
 
 
+def test_limits_are_checked_on_the_jobs_final_size(settings: Settings, models_file: Path, redis_client: Redis) -> None:
+    # max_pixels 512x512: "big" (family sdxl) defaults to 1024x1024, "tiny" (its entry) to 64x64.
+    limited = settings.model_copy(
+        update={"models_file": models_file, "queue_without_workers": False, "max_pixels": 512 * 512}
+    )
+    client = TestClient(create_app(limited), raise_server_exceptions=False)
+    _live(redis_client, "w-big", "big")
+    _live(redis_client, "w-tiny", "tiny")
+
+    refused = client.post("/generate", json={"prompt": "x", "model": "big"})  # size left out: the model's 1024x1024
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"] == "width*height: 1024x1024 = 1048576 pixels is over the limit of 262144 pixels"
+    assert model_queue(redis_client, "big").count == 0
+
+    explicit = client.post("/generate", json={"prompt": "x", "model": "big", "width": 512, "height": 512})
+    assert explicit.status_code == 202, explicit.text
+    assert (explicit.json()["request"]["width"], explicit.json()["request"]["height"]) == (512, 512)
+
+    # Checked once, after the defaults: a limit under the request schema's own 512x512 does not refuse a model
+    # whose default size is within it.
+    small = limited.model_copy(update={"max_pixels": 128 * 128})
+    tiny = TestClient(create_app(small), raise_server_exceptions=False).post("/generate", json={"prompt": "x"})
+    assert tiny.status_code == 202, tiny.text
+    assert (tiny.json()["request"]["width"], tiny.json()["request"]["height"]) == (64, 64)
+
+
+def test_too_many_pixels_names_the_limit(settings: Settings, redis_client: Redis) -> None:
+    limited = settings.model_copy(update={"max_pixels": 512 * 512})
+    client = TestClient(create_app(limited), raise_server_exceptions=False)
+    response = client.post("/generate", json={"prompt": "a red circle", "width": 1024, "height": 1024, "steps": 2})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["message"] == "width*height: 1024x1024 = 1048576 pixels is over the limit of 262144 pixels"
+
+
 def _tiny_png() -> str:
     import base64
     import io

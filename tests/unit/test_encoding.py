@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from core.schemas import GenerateRequest, OutputFormat
+from core.schemas import GenerateRequest, OutputFormat, Sampler
 from worker.encoding import a1111_parameters, encode_image, read_parameters
 
 REQUEST = GenerateRequest(
@@ -29,6 +29,15 @@ def test_a1111_text() -> None:
         "Steps: 20, Sampler: Euler a, CFG scale: 4, Seed: 42, Size: 64x64, Model: demo"
     )
     assert "Negative prompt" not in a1111_parameters(REQUEST.model_copy(update={"negative_prompt": ""}), 1, "m")
+
+
+@pytest.mark.parametrize(
+    ("sampler", "a1111_name"),
+    [("pndm", "PLMS"), ("dpmpp_2m", "DPM++ 2M"), ("dpmpp_2m_karras", "DPM++ 2M Karras"), ("unipc", "UniPC")],
+)
+def test_a1111_sampler_names(sampler: str, a1111_name: str) -> None:
+    text = a1111_parameters(REQUEST.model_copy(update={"sampler": Sampler(sampler)}), 42, "demo")
+    assert f", Sampler: {a1111_name}, " in text
 
 
 @pytest.mark.parametrize("output_format", list(OutputFormat))
