@@ -57,19 +57,19 @@ return ARGV[2]
 """
 )
 
-# KEYS: job, events, queue list, running set, webhooks. ARGV: job id, now, ttl, maxlen, canceled event JSON.
-# queued → canceled at once and out of the queue ('dequeued'); running → 'requested'; otherwise the status as is.
+# KEYS: job, events, running set, webhooks. ARGV: job id, now, ttl, maxlen, canceled event JSON.
+# queued → canceled at once ('dequeued': the caller then takes it off its queue, core/queueing.py); running →
+# 'requested'; otherwise the status as is.
 CANCEL = (
     _PRELUDE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'queued' then
-  redis.call('LREM', KEYS[3], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
-  settle(KEYS[1], KEYS[4], ARGV[1])
+  settle(KEYS[1], KEYS[3], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
-  emit(KEYS[1], KEYS[2], KEYS[5], ARGV[4], ARGV[1], 'canceled', ARGV[5])
+  emit(KEYS[1], KEYS[2], KEYS[4], ARGV[4], ARGV[1], 'canceled', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   return 'dequeued'
 end

@@ -14,7 +14,6 @@ from enum import StrEnum
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
-from rq import Queue
 
 from core import job_scripts, keys
 from core.eta import job_work
@@ -29,7 +28,7 @@ from core.events import (
     StartedEvent,
     SucceededEvent,
 )
-from core.queueing import enqueue_generation
+from core.queueing import model_queue
 from core.schemas import GenerateRequest, Job, JobError, JobStatus, Progress, Provenance, Timings
 from core.settings import Settings
 
@@ -139,13 +138,13 @@ class JobStore:
         """How long a job may wait in the queue: its own `queue_ttl_seconds`, at most the server's."""
         return min(request.queue_ttl_seconds or self.queue_ttl, self.queue_ttl)
 
-    def cancel(self, job_id: str, queue_key: str) -> CancelOutcome:
-        """Cancel a job: a queued one at once, a running one at its next step; a finished one is left alone."""
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job: a queued one at once (and out of its queue), a running one at its next step; a finished one
+        is left alone."""
         result = self._cancel(
             keys=[
                 keys.job_key(job_id),
                 keys.job_events_key(job_id),
-                queue_key,
                 keys.running_jobs_key(),
                 keys.webhook_deliveries_key(),
             ],
@@ -153,9 +152,13 @@ class JobStore:
         )
         if result is None:
             return CancelOutcome.UNKNOWN
-        return {b"dequeued": CancelOutcome.CANCELED, b"requested": CancelOutcome.REQUESTED}.get(
-            result, CancelOutcome.FINISHED
-        )
+        if result == b"dequeued":
+            # The record says canceled already, so a worker that takes the id meanwhile skips it.
+            model = self.redis.hget(keys.job_key(job_id), "model")
+            if model is not None:
+                model_queue(self.redis, model.decode()).remove(job_id)
+            return CancelOutcome.CANCELED
+        return CancelOutcome.REQUESTED if result == b"requested" else CancelOutcome.FINISHED
 
     # --- the worker's side ----------------------------------------------------------------------------------
 
@@ -261,13 +264,14 @@ class JobStore:
         )
         return result == JobStatus.EXPIRED.value
 
-    def requeue(self, job_id: str, lost_worker: str, queue: Queue, attempt: int, reason: str) -> bool:
-        """Put a running job whose worker was lost back at the front of its queue; False if it moved meanwhile."""
+    def requeue(self, job_id: str, lost_worker: str, attempt: int, reason: str) -> bool:
+        """Put a running job whose worker was lost back at the front of its model's queue; False if it moved
+        meanwhile."""
         key = keys.job_key(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                status, worker_id, request = pipe.hmget(key, ["status", "worker_id", "request"])
+                status, worker_id, model = pipe.hmget(key, ["status", "worker_id", "model"])
                 if status != JobStatus.RUNNING.value.encode() or (worker_id or b"").decode() != lost_worker:
                     return False
                 pipe.multi()
@@ -278,10 +282,8 @@ class JobStore:
                 pipe.hdel(key, "cancel_requested")
                 pipe.srem(keys.running_jobs_key(), job_id)
                 self._add_event(pipe, job_id, RequeuedEvent(attempt=attempt, reason=reason))
-                enqueue_generation(
-                    queue,
+                model_queue(self.redis, model.decode()).enqueue(
                     job_id,
-                    GenerateRequest.model_validate_json(request),
                     queue_ttl=self.queue_ttl + self.job_timeout,
                     job_timeout=self.job_timeout,
                     at_front=True,
@@ -344,11 +346,6 @@ class JobStore:
             done = int(step or 0) / int(total) if total and int(total) else 0.0
             left.append(float(work) * (1.0 - done))
         return left
-
-    def read_events(self, job_id: str, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, str, str]]:
-        """Events after stream id `after`, as (id, type, JSON data); waits up to `block_ms` for new ones."""
-        reply = self.redis.xread({keys.job_events_key(job_id): after}, block=block_ms, count=500)
-        return [(i.decode(), f[b"type"].decode(), f[b"data"].decode()) for _, entries in reply for i, f in entries]
 
     # --- internals ------------------------------------------------------------------------------------------
 

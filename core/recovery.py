@@ -38,7 +38,7 @@ def reap_lost_jobs(redis: Redis, store: JobStore, max_attempts: int) -> list[tup
             if store.mark_failed(job_id, worker, "worker_lost", f"{reason}; gave up after {tries} attempts"):
                 actions.append((job_id, "failed"))
                 log.warning("job %s failed: worker lost %d times", job_id, tries)
-        elif store.requeue(job_id, worker, model_queue(redis, model.decode()), tries + 1, reason):
+        elif store.requeue(job_id, worker, tries + 1, reason):
             actions.append((job_id, "requeued"))
             log.warning("job %s requeued: %s", job_id, reason)
     return actions
@@ -63,7 +63,7 @@ def expire_overdue_jobs(redis: Redis, store: JobStore, now: float | None = None)
         job_id = raw_id.decode()
         model = redis.hget(keys.job_key(job_id), "model")
         if model is not None and store.mark_expired(job_id):
-            redis.lrem(model_queue(redis, model.decode()).key, 0, job_id)
+            model_queue(redis, model.decode()).remove(job_id)
             expired.append(job_id)
         redis.zrem(keys.queue_deadlines_key(), job_id)
     return expired

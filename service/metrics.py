@@ -9,11 +9,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 from redis import Redis
-from rq import Queue
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core import keys
+from core.queueing import queue_depths
 from core.workers import live_workers
 from service.errors import error_code_for_status
 
@@ -41,9 +40,8 @@ class RedisStateCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth, workers = self.describe()
-        for queue in Queue.all(connection=self.redis):
-            if queue.name.startswith(keys.queue_name("")):
-                depth.add_metric([queue.name], queue.count)
+        for name, count in queue_depths(self.redis).items():
+            depth.add_metric([name], count)
         yield depth
         counts: dict[tuple[str, str], int] = {}
         for worker in live_workers(self.redis):

@@ -6,7 +6,7 @@ from redis import Redis
 
 from core.eta import estimate_queue_eta, job_work
 from core.jobs import JobStore
-from core.queueing import model_queue, queue_position
+from core.queueing import model_queue
 from core.schemas import GenerateRequest, Job
 from core.speed import unit_seconds
 from core.workers import live_workers
@@ -19,9 +19,7 @@ def predict_wait(
     redis: Redis, store: JobStore, model: str, request: GenerateRequest, position: int
 ) -> tuple[float, float] | None:
     """(seconds until start, seconds until done) of a job with `position` jobs ahead of it, or None if unknown."""
-    queue = model_queue(redis, model)
-    read = min(position, MAX_AHEAD_READ)
-    ahead = store.work_left([i.decode() for i in redis.lrange(queue.key, 0, read - 1)]) if read else []
+    ahead = store.work_left(model_queue(redis, model).peek(min(position, MAX_AHEAD_READ)))
     if ahead and position > len(ahead):
         ahead = ahead + [sum(ahead) / len(ahead)] * (position - len(ahead))
     # Our own set of running jobs (batch mates a worker claimed never pass through RQ's started registry).
@@ -32,7 +30,7 @@ def predict_wait(
 
 def with_queue_view(job: Job, redis: Redis, store: JobStore) -> Job:
     """The queued `job` with `queue_position`, `start_eta_seconds` and `eta_seconds` filled in where known."""
-    position = queue_position(model_queue(redis, job.model), job.id)
+    position = model_queue(redis, job.model).position(job.id)
     if position is None:  # a worker took it off the queue a moment ago and is about to mark it running: it is next
         position = 0
     update: dict[str, object] = {"queue_position": position}

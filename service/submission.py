@@ -17,7 +17,7 @@ from redis import Redis
 from core import keys
 from core.catalog import BUILTIN_MODELS, ModelEntry, entry_of, model_entries, served_entry
 from core.jobs import JobStore
-from core.queueing import enqueue_generation, model_queue, queue_depth
+from core.queueing import model_queue
 from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_limits
 from core.settings import Settings
 from core.workers import live_workers
@@ -108,7 +108,7 @@ def _check_webhook(request: GenerateRequest, settings: Settings) -> None:
 def _check_backpressure(
     request: GenerateRequest, model: str, redis: Redis, store: JobStore, settings: Settings
 ) -> None:
-    depth = queue_depth(model_queue(redis, model))
+    depth = model_queue(redis, model).count
     if depth >= settings.max_queue_depth:
         eta = predict_wait(redis, store, model, request, 1)
         retry_after = max(1, math.ceil(eta[0])) if eta else 5
@@ -169,11 +169,10 @@ def submit(
             return replayed, True
 
     request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
-    check_limits(request, max_pixels=settings.max_pixels)
     _check_webhook(request, settings)
     model, entry = _resolve_model(request, redis, settings)
     request = apply_model_defaults(request, model, entry)
-    check_limits(request, max_pixels=settings.max_pixels)
+    check_limits(request, max_pixels=settings.max_pixels)  # the job's final size: the model's defaults applied
     check_submission_quota(caller, redis, settings)
     _check_backpressure(request, model, redis, store, settings)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
@@ -189,10 +188,8 @@ def submit(
     pipe = redis.pipeline(transaction=True)
     pipe.multi()  # explicit MULTI first: RQ's enqueue expects it when handed a pipeline that already has commands
     job = store.create(job_id, model, request, owner=caller.key_id, inputs=inputs, pipeline=pipe)
-    enqueue_generation(
-        model_queue(redis, model),
+    model_queue(redis, model).enqueue(
         job_id,
-        request,
         # RQ keeps its copy a little past our own deadline, so the sweeper (not RQ) decides when it expired.
         queue_ttl=store.job_queue_ttl(request) + settings.job_timeout_seconds,
         job_timeout=settings.job_timeout_seconds,

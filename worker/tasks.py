@@ -17,9 +17,10 @@ def install_engine(engine: GenerationEngine | None) -> None:
     _engine = engine
 
 
-def generate(request: dict[str, Any]) -> None:
-    """Run the current RQ job's request on the resident engine."""
+def generate(*_older_payload: Any) -> None:
+    """Run the current RQ job on the resident engine; the job's id is the imagegen job id and its request is read
+    from the job record. (Jobs queued by an older API also carry the request as an argument: it is ignored.)"""
     job = get_current_job()
     if _engine is None or job is None:
         raise RuntimeError("worker.tasks.generate runs only inside an imagegen worker")
-    _engine.run(job.id, request)
+    _engine.run(job.id)

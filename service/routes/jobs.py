@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from core.jobs import CancelOutcome
-from core.queueing import model_queue
 from core.schemas import ErrorResponse, Job, JobStatus
 from service.auth import Caller, CallerDep
 from service.deps import JobStoreDep, RedisDep
@@ -41,10 +40,10 @@ def get_job(job_id: str, store: JobStoreDep, redis: RedisDep, caller: CallerDep)
         **_NOT_FOUND,
     },
 )
-def cancel_job(job_id: str, store: JobStoreDep, redis: RedisDep, response: Response, caller: CallerDep) -> Job:
+def cancel_job(job_id: str, store: JobStoreDep, response: Response, caller: CallerDep) -> Job:
     """Cancel: a queued job leaves the queue at once (200); a running one stops at its next step (202)."""
-    job = find_job(store, job_id, caller)
-    outcome = store.cancel(job_id, model_queue(redis, job.model).key)
+    find_job(store, job_id, caller)  # 404 for a job this caller may not see
+    outcome = store.cancel(job_id)
     if outcome is CancelOutcome.UNKNOWN:
         raise ApiError(404, f"no job {job_id!r} (unknown, or expired after its result TTL)")
     current = find_job(store, job_id, caller)

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import base64
 import re
-import time
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.queueing import model_queue
+from core.fields import NumImages, Prompt
 from core.schemas import ErrorResponse, GenerateRequest, JobStatus, OutputFormat
 from service.auth import CallerDep
 from service.deps import JobStoreDep, RedisDep, SettingsDep
 from service.errors import ApiError
 from service.submission import submit
+from service.waiting import WaitOutcome, wait_for_end
 
 router = APIRouter(tags=["openai"])
 
 _SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
-_POLL_SECONDS = 0.05
 
 
 class ImagesGenerationRequest(BaseModel):
@@ -28,9 +28,13 @@ class ImagesGenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(min_length=1, max_length=2000)
-    n: int = Field(default=1, ge=1, le=8)
-    size: str = Field(default="512x512", max_length=9, description="WxH, each a multiple of 8 in 64..2048")
+    prompt: Prompt
+    n: NumImages = 1
+    size: str | None = Field(
+        default=None,
+        max_length=9,
+        description="WxH, each a multiple of 8 in 64..2048; absent or `auto`: the model's default size",
+    )
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: OutputFormat = OutputFormat.PNG
     model: str | None = Field(default=None, max_length=100)
@@ -53,19 +57,19 @@ class ImagesResponse(BaseModel):
 
 
 def _generate_request(body: ImagesGenerationRequest) -> GenerateRequest:
-    match = _SIZE.match(body.size)
-    if match is None:
-        raise ApiError(422, f"size: expected WxH such as 512x512, got {body.size!r}", code="invalid_request")
-    width, height = int(match.group(1)), int(match.group(2))
+    fields: dict[str, Any] = {
+        "prompt": body.prompt,
+        "num_images": body.n,
+        "output_format": body.output_format,
+        "model": None if body.model in (None, "dall-e-2", "dall-e-3", "gpt-image-1") else body.model,
+    }
+    if body.size not in (None, "auto"):  # else width and height stay unset: the model's defaults apply
+        match = _SIZE.match(body.size)
+        if match is None:
+            raise ApiError(422, f"size: expected WxH such as 512x512, got {body.size!r}", code="invalid_request")
+        fields["width"], fields["height"] = int(match.group(1)), int(match.group(2))
     try:
-        return GenerateRequest(
-            prompt=body.prompt,
-            num_images=body.n,
-            width=width,
-            height=height,
-            output_format=body.output_format,
-            model=None if body.model in (None, "dall-e-2", "dall-e-3", "gpt-image-1") else body.model,
-        )
+        return GenerateRequest(**fields)
     except ValueError as exc:
         raise ApiError(422, f"size: {exc}", code="invalid_request") from exc
 
@@ -75,7 +79,7 @@ def _generate_request(body: ImagesGenerationRequest) -> GenerateRequest:
     response_model=ImagesResponse,
     responses={status: {"model": ErrorResponse} for status in (400, 401, 422, 429, 500, 504)},
 )
-def images_generations(
+async def images_generations(
     body: ImagesGenerationRequest,
     request: Request,
     redis: RedisDep,
@@ -83,14 +87,17 @@ def images_generations(
     settings: SettingsDep,
     caller: CallerDep,
 ) -> ImagesResponse:
-    """Generate `n` images for `prompt` and answer when they are done (or 504 after the configured timeout)."""
-    job, _ = submit(_generate_request(body), redis, store, settings, caller)
-    deadline = time.monotonic() + settings.openai_timeout_seconds
-    while (current := store.get(job.id)) is not None and not current.status.is_terminal():
-        if time.monotonic() > deadline:
-            store.cancel(job.id, model_queue(redis, job.model).key)  # nobody waits for it any more
-            raise ApiError(504, f"the images were not ready within {settings.openai_timeout_seconds}s (job {job.id})")
-        time.sleep(_POLL_SECONDS)
+    """Generate `n` images for `prompt` and answer when they are done (504 after the configured timeout). The wait
+    holds no server thread; a client that goes away cancels its job."""
+    job, _ = await run_in_threadpool(submit, _generate_request(body), redis, store, settings, caller)
+    timeout = settings.openai_timeout_seconds
+    outcome = await wait_for_end(request.app.state.async_redis, job.id, request.receive, timeout)
+    if outcome is not WaitOutcome.ENDED:
+        await run_in_threadpool(store.cancel, job.id)  # nobody waits for it any more
+        if outcome is WaitOutcome.CLIENT_GONE:
+            raise ApiError(499, f"the client went away; job {job.id} was canceled", code="client_closed_request")
+        raise ApiError(504, f"the images were not ready within {timeout}s (job {job.id})")
+    current = await run_in_threadpool(store.get, job.id)
     if current is None or current.status is not JobStatus.SUCCEEDED:
         error = current.error if current is not None else None
         status = 400 if error is not None and error.code == "invalid_request" else 500
@@ -100,9 +107,9 @@ def images_generations(
         base = str(request.base_url).rstrip("/")
         data = [ImageData(url=base + url, revised_prompt=body.prompt) for url in current.images]
     else:
+        images = await run_in_threadpool(lambda: [store.get_image(job.id, i) for i in range(len(current.images))])
         data = [
-            ImageData(b64_json=base64.b64encode(store.get_image(job.id, i) or b"").decode(), revised_prompt=body.prompt)
-            for i in range(len(current.images))
+            ImageData(b64_json=base64.b64encode(image or b"").decode(), revised_prompt=body.prompt) for image in images
         ]
     return ImagesResponse(
         created=int(current.timings.created_at.timestamp()), data=data, output_format=body.output_format

@@ -54,16 +54,17 @@ def test_generate_answers_202_with_location_and_queues_json(client: TestClient, 
 
     queue = model_queue(redis_client, "tiny")
     assert queue.job_ids == [job["id"]]
-    # Dequeued as a worker would: the function path and the request as plain JSON, not a pickle.
-    dequeued, _ = Queue.dequeue_any([queue], timeout=None, connection=redis_client, serializer=queue.serializer)
+    # Dequeued as a worker would: the function path and nothing else; the request lives once, in the job record.
+    dequeued, _ = Queue.dequeue_any([queue.rq], timeout=None, connection=redis_client, serializer=queue.rq.serializer)
     assert dequeued.id == job["id"]
     assert dequeued.func_name == GENERATE_TASK
-    assert GenerateRequest.model_validate(dequeued.args[0]).seed == 42
-    assert dequeued.args[0] == GenerateRequest(**REQUEST, seed=42, model="tiny").model_dump(mode="json")
-    # RQ zlib-compresses the job data; inside is JSON (RQ's JSONSerializer), never a pickle.
+    assert list(dequeued.args) == [] and dequeued.kwargs == {}
+    # RQ zlib-compresses the job data; inside is JSON (RQ's JSONSerializer), never a pickle, and no prompt.
     payload = json.loads(zlib.decompress(redis_client.hget(f"rq:job:{job['id']}", "data")))
     assert payload[0] == GENERATE_TASK
-    assert payload[2][0]["prompt"] == "a red circle"
+    assert "a red circle" not in json.dumps(payload)
+    stored = GenerateRequest.model_validate_json(redis_client.hget(f"imagegen:job:{job['id']}", "request"))
+    assert stored == GenerateRequest(**REQUEST, seed=42, model="tiny")
 
 
 def test_absent_seed_is_drawn_and_recorded(client: TestClient, store: JobStore) -> None:

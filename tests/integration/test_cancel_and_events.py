@@ -10,30 +10,37 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from core import keys
+from core.event_stream import read_events
 from core.jobs import CancelOutcome, JobStore
-from core.queueing import enqueue_generation, model_queue
+from core.queueing import model_queue
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
 from core.speed import record_speed
 from service.app import create_app
-from worker.progress import StepReporter
+from worker.pipeline.families import FAMILY_ADAPTERS
+from worker.pipeline.previews import preview_event
+from worker.step_reporter import StepReporter
+
+
+def _sd15_preview(latents: torch.Tensor, step: int):
+    return preview_event(latents, FAMILY_ADAPTERS["sd15"].latent_rgb, step)
 
 
 def _queue(store: JobStore, redis: Redis, job_id: str, **fields) -> GenerateRequest:
     request = GenerateRequest(**{"prompt": "x", "seed": 1, "width": 512, "height": 512, "steps": 10, **fields})
     store.create(job_id, "tiny", request)
-    enqueue_generation(model_queue(redis, "tiny"), job_id, request, queue_ttl=60, job_timeout=60)
+    model_queue(redis, "tiny").enqueue(job_id, queue_ttl=60, job_timeout=60)
     return request
 
 
 def _event_types(store: JobStore, job_id: str) -> list[str]:
-    return [event_type for _, event_type, _ in store.read_events(job_id)]
+    return [entry.type for entry in read_events(store.redis, job_id)]
 
 
 def test_cancel_queued_leaves_the_queue_and_never_starts(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "a")
     _queue(store, redis_client, "b")
-    assert store.cancel("a", model_queue(redis_client, "tiny").key) is CancelOutcome.CANCELED
+    assert store.cancel("a") is CancelOutcome.CANCELED
     assert model_queue(redis_client, "tiny").job_ids == ["b"]
     assert store.get("a").status is JobStatus.CANCELED
     assert store.start("a", "w", 10) is False  # a worker that dequeued it a moment earlier must not run it
@@ -50,7 +57,7 @@ def test_cancel_running_is_requested_and_seen_at_the_next_step(store: JobStore, 
     _queue(store, redis_client, "other")
     assert store.start("run", "w", 10)
     assert store.start("other", "w2", 10)
-    assert store.cancel("run", model_queue(redis_client, "tiny").key) is CancelOutcome.REQUESTED
+    assert store.cancel("run") is CancelOutcome.REQUESTED
     assert store.get("run").status is JobStatus.RUNNING
     assert store.get("run").cancel_requested
     assert store.report_step("run", 3, 10, 1.0, event=None) is True
@@ -66,32 +73,32 @@ def test_finished_job_cannot_be_canceled(store: JobStore, redis_client: Redis) -
     _queue(store, redis_client, "done")
     store.start("done", "w", 10)
     store.mark_succeeded("done", [b"img"])
-    assert store.cancel("done", model_queue(redis_client, "tiny").key) is CancelOutcome.FINISHED
+    assert store.cancel("done") is CancelOutcome.FINISHED
     assert store.get("done").status is JobStatus.SUCCEEDED
-    assert store.cancel("ghost", model_queue(redis_client, "tiny").key) is CancelOutcome.UNKNOWN
+    assert store.cancel("ghost") is CancelOutcome.UNKNOWN
 
 
 def test_step_reporter_coalesces_and_keeps_the_last_step(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "slow-rate")
     store.start("slow-rate", "w", 20)
-    reporter = StepReporter(store, "slow-rate", events_per_second=1e-6, preview_every=0, latent_family="sd15")
+    reporter = StepReporter(store, "slow-rate", events_per_second=1e-6, preview_every=0, preview=_sd15_preview)
     for step in range(1, 21):
         assert reporter(step, 20, torch.zeros(1, 4, 8, 8)) is False
-    steps = [json.loads(data)["step"] for _, t, data in store.read_events("slow-rate") if t == "step"]
+    steps = [json.loads(e.data)["step"] for e in read_events(store.redis, "slow-rate") if e.type == "step"]
     assert steps == [1, 20]
     assert store.get("slow-rate").progress.step == 20
 
     _queue(store, redis_client, "fast-rate")
     store.start("fast-rate", "w", 20)
-    reporter = StepReporter(store, "fast-rate", events_per_second=1e9, preview_every=5, latent_family="sd15")
+    reporter = StepReporter(store, "fast-rate", events_per_second=1e9, preview_every=5, preview=_sd15_preview)
     for step in range(1, 21):
         reporter(step, 20, torch.randn(1, 4, 8, 8))
-    events = store.read_events("fast-rate")
-    steps = [json.loads(data)["step"] for _, t, data in events if t == "step"]
+    events = read_events(store.redis, "fast-rate")
+    steps = [json.loads(e.data)["step"] for e in events if e.type == "step"]
     assert steps == list(range(1, 21))
-    previews = [json.loads(data)["step"] for _, t, data in events if t == "preview"]
+    previews = [json.loads(e.data)["step"] for e in events if e.type == "preview"]
     assert previews == [5, 10, 15, 20]
-    last = json.loads(events[-1][2])
+    last = json.loads(events[-1].data)
     assert last["eta_seconds"] == 0.0
     assert last["elapsed_seconds"] >= last["step_seconds"] >= 0
 

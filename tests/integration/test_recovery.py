@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from redis import Redis
 
 from core import keys
+from core.event_stream import read_events
 from core.jobs import JobStore
-from core.queueing import enqueue_generation, model_queue
+from core.queueing import model_queue
 from core.recovery import expire_overdue_jobs, reap_lost_jobs
 from core.schemas import GenerateRequest, JobStatus, WorkerInfo
 from core.workers import publish_worker
@@ -18,7 +19,7 @@ from core.workers import publish_worker
 def _queue(store: JobStore, redis: Redis, job_id: str, **fields) -> None:
     request = GenerateRequest(**{"prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": 3, **fields})
     store.create(job_id, "tiny", request)
-    enqueue_generation(model_queue(redis, "tiny"), job_id, request, queue_ttl=60, job_timeout=60)
+    model_queue(redis, "tiny").enqueue(job_id, queue_ttl=60, job_timeout=60)
 
 
 def _alive(redis: Redis, worker_id: str, current_job: str | None) -> None:
@@ -39,14 +40,14 @@ def _alive(redis: Redis, worker_id: str, current_job: str | None) -> None:
 
 
 def _events(store: JobStore, job_id: str) -> list[str]:
-    return [event_type for _, event_type, _ in store.read_events(job_id)]
+    return [entry.type for entry in read_events(store.redis, job_id)]
 
 
 def test_lost_job_is_requeued_at_the_front_then_fails_worker_lost(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "lost")
     _queue(store, redis_client, "behind")
     queue = model_queue(redis_client, "tiny")
-    queue.pop_job_id()  # a worker took "lost" off the queue ...
+    queue.rq.pop_job_id()  # a worker took "lost" off the queue ...
     assert store.start("lost", "ghost-1", 3)  # ... started it, and died (it never had a heartbeat record)
     assert store.get("lost").attempts == 1
 
@@ -58,7 +59,7 @@ def test_lost_job_is_requeued_at_the_front_then_fails_worker_lost(store: JobStor
     assert _events(store, "lost") == ["queued", "started", "requeued"]
     assert reap_lost_jobs(redis_client, store, max_attempts=2) == []  # nothing running now
 
-    queue.pop_job_id()
+    queue.rq.pop_job_id()
     assert store.start("lost", "ghost-2", 3)
     assert store.get("lost").attempts == 2
     assert reap_lost_jobs(redis_client, store, max_attempts=2) == [("lost", "failed")]

@@ -1,0 +1,61 @@
+"""Waiting for a job to end inside a request, holding no thread: the wait is an await on the job's event stream,
+raced against the deadline and against the client going away."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+from starlette.types import Receive
+
+from core import keys
+from core.event_stream import follow_events
+
+_REDIS_RETRY_SECONDS = 1.0
+
+
+class WaitOutcome(StrEnum):
+    """How a wait for a job's end ended."""
+
+    ENDED = "ended"  # the terminal event came (or the job's record is gone)
+    TIMED_OUT = "timed_out"
+    CLIENT_GONE = "client_gone"  # the HTTP client disconnected first
+
+
+async def _job_ends(redis: AsyncRedis, job_id: str) -> None:
+    after = "0-0"
+    while True:
+        async for entry in follow_events(redis, job_id, after):
+            after = entry.id
+            if entry.terminal:
+                return
+        # The stream stopped short of its terminal event: the record expired (nothing more will come) or Redis kept
+        # failing (follow on from the last event seen once it answers).
+        try:
+            if not await redis.exists(keys.job_key(job_id)):
+                return
+        except RedisError:
+            await asyncio.sleep(_REDIS_RETRY_SECONDS)
+
+
+async def _client_leaves(receive: Receive) -> None:
+    # Once the body is read, the next ASGI message is `http.disconnect`: it comes when the client goes away.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def wait_for_end(redis: AsyncRedis, job_id: str, receive: Receive, timeout: float) -> WaitOutcome:
+    """Wait until the job has ended, `timeout` seconds have passed, or the client has gone, whichever comes first."""
+    ends = asyncio.ensure_future(_job_ends(redis, job_id))
+    leaves = asyncio.ensure_future(_client_leaves(receive))
+    try:
+        done, _ = await asyncio.wait({ends, leaves}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (ends, leaves):
+            task.cancel()
+    if ends in done:
+        ends.result()
+        return WaitOutcome.ENDED
+    return WaitOutcome.CLIENT_GONE if leaves in done else WaitOutcome.TIMED_OUT
