@@ -24,8 +24,8 @@ from diffusers import StableDiffusionPipeline
 from bench.common import median_seconds
 from core.schemas import GenerateRequest
 from core.settings import Settings
-from worker.generation import generate_batch, seeded_generators
-from worker.loading import load_model
+from worker.pipeline.generation import generate_batch, seeded_generators
+from worker.pipeline.loading import load_model
 
 STEP_TFLOP_512 = 1.61  # UNet forward at batch 2 (CFG), 512x512
 VAE_TFLOP_512 = 2.51
@@ -36,7 +36,7 @@ def build_sd15_random(folder: Path) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from worker.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline, write_byte_level_clip_tokenizer
+    from worker.pipeline.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline, write_byte_level_clip_tokenizer
 
     torch.manual_seed(0)
     write_byte_level_clip_tokenizer(folder / "tok-src")

@@ -15,7 +15,8 @@ import torch
 from diffusers import AutoencoderKL
 
 from bench.common import median_seconds
-from worker.previews import preview_event
+from worker.pipeline.families import FAMILY_ADAPTERS
+from worker.pipeline.previews import preview_event
 
 
 def main() -> None:
@@ -40,8 +41,10 @@ def main() -> None:
     ).to(device=device, dtype=dtype)
     latents = torch.randn(1, 4, args.size // 8, args.size // 8, device=device, dtype=dtype)
 
+    projection = FAMILY_ADAPTERS["sd15"].latent_rgb
+
     with torch.inference_mode():
-        preview = median_seconds(lambda: preview_event(latents, "sd15", step=1), args.repeats, sync)
+        preview = median_seconds(lambda: preview_event(latents, projection, step=1), args.repeats, sync)
         decode = median_seconds(lambda: vae.decode(latents / 0.18215).sample, args.repeats, sync)
 
     result = {

@@ -135,7 +135,7 @@ def make_dataset(count: int, seed: int) -> tuple[torch.Tensor, list[tuple[str, s
 
 def write_word_tokenizer(folder: Path) -> None:
     """A CLIP BPE tokenizer whose merges build each vocabulary word into one token (other text: single bytes)."""
-    from worker.tiny import write_byte_level_clip_tokenizer
+    from worker.pipeline.tiny import write_byte_level_clip_tokenizer
 
     write_byte_level_clip_tokenizer(folder)
     vocab: dict[str, int] = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
@@ -253,7 +253,7 @@ def train_unet(means: torch.Tensor, stds: torch.Tensor, labels: list[tuple[str, 
     and a caption form per picture (`training_caption`), 10 % of them empty."""
     from diffusers import DDPMScheduler
 
-    from worker.tiny import SD15_SCHEDULER_CONFIG
+    from worker.pipeline.tiny import SD15_SCHEDULER_CONFIG
 
     noise_schedule = DDPMScheduler.from_config(SD15_SCHEDULER_CONFIG)
     unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
@@ -300,7 +300,7 @@ def train(out: Path, config: Config) -> Path:
     from diffusers import EulerDiscreteScheduler
     from transformers import CLIPTokenizer
 
-    from worker.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline
+    from worker.pipeline.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline
 
     random.seed(config.seed)
     np.random.seed(config.seed)

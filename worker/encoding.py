@@ -7,22 +7,9 @@ import io
 
 from PIL import Image, PngImagePlugin
 
-from core.schemas import GenerateRequest, GenerationMode, OutputFormat, Sampler
+from core.schemas import GenerateRequest, GenerationMode, OutputFormat
 
 DEFAULT_QUALITY = {OutputFormat.JPEG: 92, OutputFormat.WEBP: 90}
-# How AUTOMATIC1111 names each sampler in its parameters text.
-A1111_SAMPLER_NAMES = {
-    Sampler.DDIM: "DDIM",
-    Sampler.PNDM: "PLMS",
-    Sampler.LMS: "LMS",
-    Sampler.HEUN: "Heun",
-    Sampler.EULER: "Euler",
-    Sampler.EULER_A: "Euler a",
-    Sampler.DPMPP_2M: "DPM++ 2M",
-    Sampler.DPMPP_2M_KARRAS: "DPM++ 2M Karras",
-    Sampler.UNIPC: "UniPC",
-    Sampler.LCM: "LCM",
-}
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 
@@ -33,9 +20,8 @@ def a1111_parameters(request: GenerateRequest, seed: int, model: str) -> str:
     lines = [" ".join([request.prompt, *(f"<lora:{lora.name}:{lora.scale:g}>" for lora in request.loras)])]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
-    sampler = A1111_SAMPLER_NAMES[request.sampler]
     settings = (
-        f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.guidance_scale:g}, "
+        f"Steps: {request.steps}, Sampler: {request.sampler.a1111_name}, CFG scale: {request.guidance_scale:g}, "
         f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model}"
     )
     if request.mode is not GenerationMode.TXT2IMG:

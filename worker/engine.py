@@ -9,9 +9,7 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from PIL import Image
 from pydantic import ValidationError
 
@@ -23,20 +21,11 @@ from core.schemas import GenerateRequest, LimitExceededError, check_limits
 from core.settings import Settings
 from core.speed import record_speed
 from worker import metrics
-from worker.acceleration import warm_up_request
 from worker.batching import select_batch, split_counts
 from worker.encoding import a1111_parameters, encode_image
-from worker.generation import generate_batch, generate_images
 from worker.health import WorkerState, WorkerStatus
-from worker.loading import LoadedModel
-from worker.loras import LoraAdapters
-from worker.previews import latent_family
-from worker.progress import StepReporter
-from worker.prompts import can_chunk, token_count
-from worker.provenance import model_fingerprint, provenance
-from worker.safety import FILTERED_INFO_KEY
-from worker.samplers import build_scheduler, denoising_iterations
-from worker.timing import DeviceClock, PhaseTimer, PipelineTimers
+from worker.pipeline.resident import Generation, Latents, ResidentPipeline
+from worker.step_reporter import StepReporter
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +35,7 @@ BATCH_LOOKAHEAD = 64
 
 def error_code(exc: BaseException) -> str:
     """The stable code a job failure reports for an exception."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+    if ResidentPipeline.is_out_of_memory(exc):
         return "out_of_memory"
     if isinstance(exc, ValidationError | LimitExceededError | ValueError):
         return "invalid_request"
@@ -68,31 +57,22 @@ class GenerationEngine:
     and storing results happen on a background thread so the next batch starts at once."""
 
     def __init__(
-        self, model: LoadedModel, store: JobStore, settings: Settings, worker_id: str, status: WorkerStatus
+        self, resident: ResidentPipeline, store: JobStore, settings: Settings, worker_id: str, status: WorkerStatus
     ) -> None:
-        self.model = model
+        self.resident = resident
         self.store = store
         self.settings = settings
         self.worker_id = worker_id
         self.status = status
         self.model_name = settings.served_model_name()
         self.queue = model_queue(store.redis, self.model_name)
-        self.base_scheduler_config: dict[str, Any] = dict(model.pipeline.scheduler.config)
-        vae_config = model.pipeline.vae.config
-        self.latent_family = latent_family(vae_config.scaling_factor, vae_config.latent_channels)
-        self.timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
-        self.loras = LoraAdapters(model.pipeline, settings.lora_dir)
-        self.model_hash = model_fingerprint(model.source)
         # One thread: results are stored in the order they were made, and the GPU thread never waits for PNG or Redis.
         self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegen-finish")
         self._pending: list[Future[None]] = []
 
     def warm_up(self) -> None:
         """One short generation at the model's native size, so the first request pays no start-up cost."""
-        if self.settings.warmup_steps == 0:
-            return
-        pipeline = self.model.pipeline
-        generate_images(pipeline, self.base_scheduler_config, warm_up_request(pipeline, self.settings.warmup_steps))
+        self.resident.warm_up(self.settings.warmup_steps)
 
     def drain(self) -> None:
         """Wait until every result being encoded or stored so far is written."""
@@ -104,42 +84,43 @@ class GenerationEngine:
         self.drain()
         self.finisher.shutdown(wait=True)
 
-    def run(self, job_id: str, payload: dict[str, Any]) -> None:
-        """Run one dequeued job, with compatible queued jobs as batch mates, each to a terminal state (results may
-        still be being stored when this returns); failures are recorded on the jobs, never raised."""
+    def run(self, job_id: str) -> None:
+        """Run one dequeued job (its request read from the job record), with compatible queued jobs as batch mates,
+        each to a terminal state (results may still be being stored when this returns); failures are recorded on the
+        jobs, never raised."""
         self.status.state = WorkerState.BUSY
         metrics.WORKER_BUSY.labels(self.model_name).set(1)
         try:
-            first = self._admit(job_id, payload)
+            first = self._admit(job_id)
             if first is not None:
                 batch = [first, *self._claim_batch_mates(first.request)]
                 self._run_batch(batch)
         finally:
-            self.timers.stop()
             self.status.state = WorkerState.READY
             metrics.WORKER_BUSY.labels(self.model_name).set(0)
 
     # --- admission ------------------------------------------------------------------------------------------
 
-    def _admit(self, job_id: str, payload: dict[str, Any]) -> ActiveJob | None:
-        """Start the job if it may run; else settle it (expired, canceled meanwhile, invalid) and return None."""
+    def _admit(self, job_id: str, request: GenerateRequest | None = None) -> ActiveJob | None:
+        """Start the job if it may run; else settle it (expired, canceled meanwhile, invalid) and return None.
+        `request`: the job's, when already read from its record."""
         with bound_job(job_id):
             try:
-                request = GenerateRequest.model_validate(payload)
+                if request is None:
+                    request = self.store.requests([job_id])[0]  # one read and one validation per job
+                if request is None:
+                    log.info("job skipped: its record is gone (expired)")
+                    self._count(job_id, "skipped")
+                    return None
                 check_limits(request, max_pixels=self.settings.max_pixels)
-                # One scheduler answers both the iteration count and the provenance record; the pipeline call builds
-                # its own fresh one.
-                scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
-                total = denoising_iterations(scheduler, request.steps, request.denoise_strength)
+                total, record = self.resident.admit(request, self.model_name)
                 inputs = self._load_inputs(job_id, request)
-                self.loras.check(request.loras)
                 times = self.store.queue_times(job_id)
                 if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
                     log.info("job expired: it waited past its queue TTL")
                     self._count(job_id, "expired")
                     return None
                 self.status.current_jobs.add(job_id)
-                record = provenance(self.model, self.model_name, self.model_hash, scheduler)
                 if not self.store.start(job_id, self.worker_id, total, record):
                     log.info("job skipped: no longer queued (canceled)")
                     self._count(job_id, "skipped")
@@ -155,7 +136,7 @@ class GenerationEngine:
             job_id,
             events_per_second=self.settings.step_events_per_second,
             preview_every=request.preview_every,
-            latent_family=self.latent_family,
+            preview=self.resident.preview,
         )
         return ActiveJob(job_id, request, reporter, inputs)
 
@@ -181,10 +162,9 @@ class GenerationEngine:
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
         while jobs_left > 0 and images_left > 0:
             for job_id, request in self._compatible_queued(first, jobs_left, images_left + first.num_images):
-                # LREM is the claim: whoever removes the id from the queue runs the job.
-                if self.store.redis.lrem(self.queue.key, 1, job_id) != 1:
-                    continue
-                mate = self._admit(job_id, request.model_dump(mode="json"))
+                if not self.queue.claim(job_id):
+                    continue  # another worker took it first
+                mate = self._admit(job_id, request)
                 if mate is not None:
                     mates.append(mate)
                     jobs_left -= 1
@@ -195,7 +175,7 @@ class GenerationEngine:
         return mates
 
     def _compatible_queued(self, first: GenerateRequest, jobs: int, images: int) -> list[tuple[str, GenerateRequest]]:
-        ids = [raw.decode() for raw in self.store.redis.lrange(self.queue.key, 0, BATCH_LOOKAHEAD - 1)]
+        ids = self.queue.peek(BATCH_LOOKAHEAD)
         if not ids:
             return []
         candidates = [
@@ -209,11 +189,9 @@ class GenerationEngine:
     def _run_batch(self, batch: list[ActiveJob]) -> None:
         requests = [job.request for job in batch]
         parts = split_counts(requests)
-        timer = self.timers.start()
         live = {job.job_id for job in batch}
 
-        def on_step(step: int, total: int, latents: torch.Tensor) -> bool:
-            timer.step_done()
+        def on_step(step: int, total: int, latents: Latents) -> bool:
             for job, part in zip(batch, parts, strict=True):
                 if job.job_id in live and job.reporter(step, total, latents[part]):
                     live.discard(job.job_id)
@@ -222,29 +200,22 @@ class GenerationEngine:
 
         metrics.BATCH_SIZE.labels(self.model_name).observe(sum(r.num_images for r in requests))
         try:
-            with self.loras.applied(requests[0].loras):  # a batch shares its adapters (worker/batching.py)
-                images = generate_batch(
-                    self.model.pipeline,
-                    self.base_scheduler_config,
-                    requests,
-                    on_step,
-                    [job.inputs for job in batch],
-                    self.settings.long_prompts,
-                )
+            # A batch shares its LoRA adapters (worker/batching.py): the first request's apply to all.
+            generation = self.resident.generate(
+                requests, on_step, [job.inputs for job in batch], self.settings.long_prompts
+            )
         except Exception as exc:
             for job in batch:
                 if job.job_id in live:
                     with bound_job(job.job_id):
                         self._fail(job.job_id, exc)
             return
-        finally:
-            self.timers.stop()
-        denoise_seconds = self._observe_device_time(timer)
+        denoise_seconds = self._observe_device_time(generation)
         if not live:
-            self._release_memory()
+            self.resident.release_memory()
             return
         record_speed(self.store.redis, self.model_name, denoise_seconds, sum(job_work(r) for r in requests))
-        for job, job_images in zip(batch, images, strict=True):
+        for job, job_images in zip(batch, generation.images, strict=True):
             if job.job_id in live:
                 self._pending = [f for f in self._pending if not f.done()]
                 self._pending.append(self.finisher.submit(self._finish, job, job_images))
@@ -266,7 +237,7 @@ class GenerationEngine:
                 ]
                 self._observe("image_encode", time.perf_counter() - started)
                 started = time.perf_counter()
-                filtered = [bool(image.info.get(FILTERED_INFO_KEY)) for image in images]
+                filtered = [self.resident.is_filtered(image) for image in images]
                 if any(filtered):
                     log.warning("safety checker filtered images", extra={"filtered": filtered})
                 stored = self.store.mark_succeeded(job.job_id, encoded, filtered)
@@ -294,7 +265,7 @@ class GenerationEngine:
         finally:
             self._count(job_id, "failed")
             if code == "out_of_memory":
-                self._release_memory()
+                self.resident.release_memory()
 
     def _count(self, job_id: str, outcome: str) -> None:
         self.status.current_jobs.discard(job_id)
@@ -304,25 +275,16 @@ class GenerationEngine:
 
     def _warn_truncated_prompts(self, job_id: str, request: GenerateRequest) -> None:
         """Record a warning on the job when a prompt is longer than the text encoder's window (it gets truncated)."""
-        pipeline = self.model.pipeline
-        if getattr(pipeline, "tokenizer", None) is None:
-            return
-        if self.settings.long_prompts == "chunk" and can_chunk(pipeline):
-            return  # read whole, in windows
-        window = pipeline.tokenizer.model_max_length
-        for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            count = token_count(pipeline, text)
-            if count > window:
-                warning = f"{field} is {count} tokens; the text encoder reads the first {window}, the rest is ignored"
-                self.store.add_warning(job_id, warning)
-                log.warning(warning)
+        for warning in self.resident.truncation_warnings(request, self.settings.long_prompts):
+            self.store.add_warning(job_id, warning)
+            log.warning(warning)
 
-    def _observe_device_time(self, timer: PhaseTimer) -> float:
+    def _observe_device_time(self, generation: Generation) -> float:
         """Record each step and phase of the pipeline call; returns the denoising time."""
         step_histogram = metrics.DENOISE_STEP_SECONDS.labels(self.model_name)
-        for seconds in timer.step_seconds():
+        for seconds in generation.step_seconds:
             step_histogram.observe(seconds)
-        phases = timer.phase_seconds()
+        phases = generation.phase_seconds
         for phase, seconds in phases.items():
             self._observe(phase, seconds)
         return phases.get("denoise", 0.0)
@@ -330,7 +292,3 @@ class GenerationEngine:
     def _observe(self, phase: str, seconds: float) -> None:
         metrics.JOB_PHASE_SECONDS.labels(self.model_name, phase).observe(seconds)
         log.info("phase done", extra={"phase": phase, "seconds": round(seconds, 6)})
-
-    def _release_memory(self) -> None:
-        if self.model.device.type == "cuda":
-            torch.cuda.empty_cache()

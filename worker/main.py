@@ -27,9 +27,7 @@ from core.workers import publish_worker, remove_worker
 from worker import metrics, tasks
 from worker.engine import GenerationEngine
 from worker.health import WorkerState, WorkerStatus, serve_health
-from worker.loading import load_model
-from worker.loras import available_loras
-from worker.samplers import supported_samplers
+from worker.pipeline.resident import ResidentPipeline
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +71,22 @@ class GenerationWorker(SimpleWorker):
         self.signaled = True
         super().request_stop(signum, frame)
 
+    def subscribe(self) -> None:
+        """RQ's command channel, read by a thread that wakes every second: RQ's own waits up to 60 s between reads,
+        and its shutdown joins that thread without a limit, so a stopping worker could hang for a minute."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
 
 def serve_queue(redis: Redis, model_name: str, worker_id: str, settings: Settings) -> None:
     """Run RQ's in-process worker until a signal stops it; if Redis goes away, wait for it and go on."""
     delay = 1.0
     while True:
         rq_worker = GenerationWorker(
-            [model_queue(redis, model_name)],
+            [model_queue(redis, model_name).rq],
             connection=redis,
             name=f"{worker_id}.{uuid.uuid4().hex[:6]}",  # fresh: RQ refuses a name whose old record survived
             serializer=JSONSerializer,
@@ -110,8 +117,8 @@ def run_worker(settings: Settings) -> None:
 
     started = time.perf_counter()
     try:
-        loaded = load_model(settings)
-        engine = GenerationEngine(loaded, store, settings, worker_id, status)
+        resident = ResidentPipeline.load(settings)
+        engine = GenerationEngine(resident, store, settings, worker_id, status)
         engine.warm_up()
     except Exception as exc:
         status.state, status.detail = WorkerState.FAILED, f"{type(exc).__name__}: {exc}"
@@ -119,7 +126,7 @@ def run_worker(settings: Settings) -> None:
         raise SystemExit(1) from exc
     metrics.MODEL_LOAD_SECONDS.labels(model_name).set(time.perf_counter() - started)
     metrics.WORKER_BUSY.labels(model_name).set(0)
-    metrics.register_gpu_memory(loaded.device)
+    metrics.register_gpu_memory(resident.device)
     tasks.install_engine(engine)
 
     now = datetime.now(UTC)
@@ -127,10 +134,10 @@ def run_worker(settings: Settings) -> None:
         id=worker_id,
         model=model_name,
         source=settings.model,
-        samplers=supported_samplers(engine.base_scheduler_config),
-        loras=available_loras(settings.lora_dir),
-        device=str(loaded.device),
-        dtype=str(loaded.dtype).removeprefix("torch."),
+        samplers=resident.samplers(),
+        loras=resident.loras(),
+        device=resident.device,
+        dtype=resident.dtype,
         state="ready",
         started_at=now,
         heartbeat_at=now,
@@ -141,7 +148,7 @@ def run_worker(settings: Settings) -> None:
     )
     heartbeat.beat()
     heartbeat.start()
-    log.info("worker %s ready: model %s on %s", worker_id, model_name, loaded.device)
+    log.info("worker %s ready: model %s (%s) on %s", worker_id, model_name, resident.family, resident.device)
     try:
         serve_queue(redis, model_name, worker_id, settings)
     finally:

@@ -54,6 +54,6 @@ class GpuMemoryCollector(Collector):
         yield reserved
 
 
-def register_gpu_memory(device: torch.device) -> None:
-    """Export GPU memory gauges for `device` (once per process)."""
-    REGISTRY.register(GpuMemoryCollector(device))
+def register_gpu_memory(device: str) -> None:
+    """Export GPU memory gauges for `device`, e.g. `cuda:0` (once per process)."""
+    REGISTRY.register(GpuMemoryCollector(torch.device(device)))

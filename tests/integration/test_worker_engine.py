@@ -12,16 +12,18 @@ from PIL import Image
 from redis import Redis
 
 from core import keys
+from core.event_stream import read_events
 from core.jobs import JobStore
-from core.queueing import enqueue_generation, model_queue
+from core.queueing import model_queue
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
 from worker import metrics
 from worker.engine import GenerationEngine, error_code
-from worker.generation import generate_images
 from worker.health import WorkerState, WorkerStatus
-from worker.loading import DEMO_MODEL_DIR, load_model
-from worker.provenance import model_fingerprint
+from worker.pipeline.generation import generate_images
+from worker.pipeline.loading import DEMO_MODEL_DIR, load_model
+from worker.pipeline.provenance import model_fingerprint
+from worker.pipeline.resident import ResidentPipeline
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +31,15 @@ def loaded(cache_dir):
     return load_model(Settings(model="tiny", cache_dir=cache_dir, device="cpu"))
 
 
+def _engine(loaded, store: JobStore, settings: Settings, worker_id: str) -> GenerationEngine:
+    resident = ResidentPipeline(loaded, family=settings.model_family, lora_dir=settings.lora_dir)
+    return GenerationEngine(resident, store, settings, worker_id, WorkerStatus())
+
+
 @pytest.fixture
 def engine(loaded, store: JobStore, settings: Settings) -> GenerationEngine:
     limited = settings.model_copy(update={"max_pixels": 96 * 96})
-    return GenerationEngine(loaded, store, limited, "worker-test", WorkerStatus())
+    return _engine(loaded, store, limited, "worker-test")
 
 
 def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
@@ -42,8 +49,8 @@ def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
 
 
 def test_job_succeeds_with_images_of_the_requested_format(engine: GenerationEngine, store: JobStore) -> None:
-    payload = _queue_job(store, "ok", num_images=2, output_format="jpeg", width=96, height=64)
-    engine.run("ok", payload)
+    _queue_job(store, "ok", num_images=2, output_format="jpeg", width=96, height=64)
+    engine.run("ok")
     engine.drain()
     job = store.get("ok")
     assert job.status is JobStatus.SUCCEEDED
@@ -60,7 +67,8 @@ def test_failure_is_recorded_and_the_next_job_still_runs(
     engine: GenerationEngine, store: JobStore, redis_client: Redis
 ) -> None:
     # Over this worker's own pixel limit: the API (with a larger limit) accepted it, the worker refuses it.
-    engine.run("big", _queue_job(store, "big", width=128, height=128))
+    _queue_job(store, "big", width=128, height=128)
+    engine.run("big")
     engine.drain()
     failed = store.get("big")
     assert failed.status is JobStatus.FAILED
@@ -68,13 +76,24 @@ def test_failure_is_recorded_and_the_next_job_still_runs(
     assert "over the limit of 9216 pixels" in failed.error.message
     assert redis_client.ttl("imagegen:job:big") <= engine.settings.result_ttl_seconds
 
-    engine.run("next", _queue_job(store, "next"))
+    _queue_job(store, "next")
+    engine.run("next")
     engine.drain()
     assert store.get("next").status is JobStatus.SUCCEEDED
 
 
-def test_warm_up_runs_at_native_size(engine: GenerationEngine) -> None:
-    engine.warm_up()  # tiny: 64x64; must not touch Redis or any job
+def test_warm_up_runs_at_native_size(engine: GenerationEngine, loaded, redis_client: Redis) -> None:
+    unet = loaded.pipeline.unet
+    latent_sides: list[tuple[int, int]] = []
+    hook = unet.register_forward_pre_hook(lambda module, args: latent_sides.append(tuple(args[0].shape[-2:])))
+    try:
+        engine.warm_up()
+    finally:
+        hook.remove()
+    side = 64 // loaded.pipeline.vae_scale_factor  # tiny's native size is 64x64 pixels
+    assert len(latent_sides) == engine.settings.warmup_steps  # one UNet call per step
+    assert set(latent_sides) == {(side, side)}
+    assert redis_client.dbsize() == 0  # no job, no Redis write
 
 
 def test_error_codes() -> None:
@@ -85,14 +104,16 @@ def test_error_codes() -> None:
 
 def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngine, store: JobStore) -> None:
     long_prompt = "a red circle " * 40  # far over the tiny tokenizer's 77-token window
-    engine.run("long", _queue_job(store, "long", prompt=long_prompt))
+    _queue_job(store, "long", prompt=long_prompt)
+    engine.run("long")
     engine.drain()
     job = store.get("long")
     assert job.status is JobStatus.SUCCEEDED
     assert len(job.warnings) == 1
     assert job.warnings[0].startswith("prompt is ")
     assert "reads the first 77" in job.warnings[0]
-    engine.run("short", _queue_job(store, "short"))
+    _queue_job(store, "short")
+    engine.run("short")
     engine.drain()
     assert store.get("short").warnings == []
 
@@ -100,20 +121,39 @@ def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngin
 def test_overlong_prompt_is_read_whole_without_a_warning_when_chunked(
     loaded, store: JobStore, settings: Settings
 ) -> None:
-    chunking = GenerationEngine(
-        loaded, store, settings.model_copy(update={"long_prompts": "chunk"}), "worker-chunk", WorkerStatus()
-    )
-    chunking.run("long", _queue_job(store, "long", prompt="a red circle " * 40))
+    chunking = _engine(loaded, store, settings.model_copy(update={"long_prompts": "chunk"}), "worker-chunk")
+    _queue_job(store, "long", prompt="a red circle " * 40)
+    chunking.run("long")
     chunking.drain()
     job = store.get("long")
     assert job.status is JobStatus.SUCCEEDED
     assert job.warnings == []
 
 
+def test_the_request_is_read_from_the_job_record(
+    engine: GenerationEngine, store: JobStore, redis_client: Redis
+) -> None:
+    # The RQ job carries only the id: what runs is what the record says, validated once at admission.
+    _queue_job(store, "recorded-size", width=72)
+    engine.run("recorded-size")
+    engine.drain()
+    assert Image.open(io.BytesIO(store.get_image("recorded-size", 0))).size == (72, 64)
+
+    _queue_job(store, "corrupt")
+    redis_client.hset(keys.job_key("corrupt"), "request", '{"prompt": ""}')  # no longer a valid request
+    engine.run("corrupt")
+    assert redis_client.hget(keys.job_key("corrupt"), "status") == b"failed"
+    assert b"invalid_request" in redis_client.hget(keys.job_key("corrupt"), "error")
+
+    engine.run("never-created")  # its record expired before a worker took it: skipped, nothing written
+    assert not redis_client.exists(keys.job_key("never-created"))
+    assert engine.status.current_jobs == set()
+
+
 def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store: JobStore, redis_client: Redis) -> None:
-    payload = _queue_job(store, "late", queue_ttl_seconds=1)
+    _queue_job(store, "late", queue_ttl_seconds=1)
     redis_client.hset("imagegen:job:late", "expires_at", 0)  # as if it had waited past its TTL
-    engine.run("late", payload)
+    engine.run("late")
     engine.drain()
     job = store.get("late")
     assert job.status is JobStatus.EXPIRED
@@ -122,37 +162,35 @@ def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store:
 
 def _enqueue(store: JobStore, job_id: str, **fields) -> dict:
     payload = _queue_job(store, job_id, **fields)
-    enqueue_generation(
-        model_queue(store.redis, "tiny"), job_id, GenerateRequest(**payload), queue_ttl=60, job_timeout=60
-    )
+    model_queue(store.redis, "tiny").enqueue(job_id, queue_ttl=60, job_timeout=60)
     return payload
 
 
 @pytest.fixture
 def batching(loaded, store: JobStore, settings: Settings) -> GenerationEngine:
     batched = settings.model_copy(update={"max_batch": 4, "batch_wait_ms": 0})
-    return GenerationEngine(loaded, store, batched, "worker-batch", WorkerStatus())
+    return _engine(loaded, store, batched, "worker-batch")
 
 
-def test_compatible_queued_jobs_run_as_one_batch(batching: GenerationEngine, store: JobStore) -> None:
-    first = _queue_job(store, "first", seed=10)
+def test_compatible_queued_jobs_run_as_one_batch(batching: GenerationEngine, loaded, store: JobStore) -> None:
+    _queue_job(store, "first", seed=10)
     _enqueue(store, "mate-1", seed=11, prompt="a blue square", num_images=2)
     _enqueue(store, "other-size", seed=12, width=72)
     _enqueue(store, "mate-2", seed=13, negative_prompt="red")
     before = metrics.BATCH_SIZE.labels("tiny")._sum.get()
-    batching.run("first", first)
+    batching.run("first")
     batching.drain()
     for job_id in ("first", "mate-1", "mate-2"):
         job = store.get(job_id)
         assert job.status is JobStatus.SUCCEEDED, job_id
-        types = [t for _, t, _ in store.read_events(job_id)]
+        types = [entry.type for entry in read_events(store.redis, job_id)]
         assert types[:2] == ["queued", "started"] and types[-1] == "succeeded" and "step" in types
     assert metrics.BATCH_SIZE.labels("tiny")._sum.get() - before == 4  # 1 + 2 + 1 images in one call
     assert store.get("other-size").status is JobStatus.QUEUED
     assert model_queue(store.redis, "tiny").job_ids == ["other-size"]
     # Each job's pixels are what it gets alone.
     alone = generate_images(
-        batching.model.pipeline, batching.base_scheduler_config, GenerateRequest(**_payload_of(store, "mate-1"))
+        loaded.pipeline, dict(loaded.pipeline.scheduler.config), GenerateRequest(**_payload_of(store, "mate-1"))
     )
     got = Image.open(io.BytesIO(store.get_image("mate-1", 1)))
     assert np.abs(np.asarray(got).astype(int) - np.asarray(alone[1]).astype(int)).max() <= 2
@@ -163,14 +201,14 @@ def _payload_of(store: JobStore, job_id: str) -> dict:
 
 
 def test_canceling_one_job_of_a_batch_leaves_the_others(batching: GenerationEngine, store: JobStore) -> None:
-    first = _queue_job(store, "keep", seed=1, width=256, height=256, steps=30)
+    _queue_job(store, "keep", seed=1, width=256, height=256, steps=30)
     _enqueue(store, "drop", seed=2, width=256, height=256, steps=30)
-    thread = threading.Thread(target=batching.run, args=("keep", first))
+    thread = threading.Thread(target=batching.run, args=("keep",))
     thread.start()
     deadline = time.monotonic() + 60
     while store.get("drop").progress.step < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert store.cancel("drop", model_queue(store.redis, "tiny").key).value == "cancel_requested"
+    assert store.cancel("drop").value == "cancel_requested"
     thread.join(timeout=120)
     batching.drain()
     dropped, kept = store.get("drop"), store.get("keep")
@@ -181,7 +219,8 @@ def test_canceling_one_job_of_a_batch_leaves_the_others(batching: GenerationEngi
 
 
 def test_job_records_its_provenance(engine: GenerationEngine, store: JobStore, cache_dir) -> None:
-    engine.run("recorded", _queue_job(store, "recorded", sampler="dpmpp_2m_karras"))
+    _queue_job(store, "recorded", sampler="dpmpp_2m_karras")
+    engine.run("recorded")
     engine.drain()
     record = store.get("recorded").provenance
     assert record.model == "tiny"
@@ -201,10 +240,11 @@ def test_lora_applies_to_its_batch_only(loaded, store: JobStore, settings: Setti
     write_random_lora(loaded.source, tmp_path / "loras", "style", seed=1)
     write_random_lora(loaded.source, tmp_path / "loras", "other", seed=2)
     configured = settings.model_copy(update={"lora_dir": tmp_path / "loras"})
-    engine = GenerationEngine(loaded, store, configured, "worker-lora", WorkerStatus())
+    engine = _engine(loaded, store, configured, "worker-lora")
 
     def pixels(job_id: str, **fields) -> np.ndarray:
-        engine.run(job_id, _queue_job(store, job_id, **fields))
+        _queue_job(store, job_id, **fields)
+        engine.run(job_id)
         engine.drain()
         job = store.get(job_id)
         assert job.status is JobStatus.SUCCEEDED, job.error
@@ -220,7 +260,8 @@ def test_lora_applies_to_its_batch_only(loaded, store: JobStore, settings: Setti
     assert np.abs(half - styled).max() > 0
     assert np.array_equal(after, before)  # removed after its batch: exactly the pixels of before any LoRA
 
-    engine.run("unknown", _queue_job(store, "unknown", loras=[{"name": "nope"}]))
+    _queue_job(store, "unknown", loras=[{"name": "nope"}])
+    engine.run("unknown")
     failed = store.get("unknown")
     assert failed.status is JobStatus.FAILED
     assert failed.error.code == "invalid_request"
@@ -237,8 +278,9 @@ def test_safety_checker_marks_what_it_filters(
     configured = settings.model_copy(update={"safety_checker": True, "safety_checker_source": str(source)})
     checked = load_model(configured)
     assert checked.pipeline.safety_checker is not None
-    engine = GenerationEngine(checked, store, configured, "worker-safety", WorkerStatus())
-    engine.run("checked", _queue_job(store, "checked", num_images=2))
+    engine = _engine(checked, store, configured, "worker-safety")
+    _queue_job(store, "checked", num_images=2)
+    engine.run("checked")
     engine.drain()
     job = store.get("checked")
     assert job.status is JobStatus.SUCCEEDED

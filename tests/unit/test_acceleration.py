@@ -7,8 +7,8 @@ import torch
 
 from core.schemas import GenerateRequest
 from core.settings import Settings
-from worker.generation import generate_images
-from worker.loading import load_model
+from worker.pipeline.generation import generate_images
+from worker.pipeline.loading import load_model
 
 REQUEST = GenerateRequest(prompt="a red circle", negative_prompt="blue", width=64, height=64, steps=3, seed=5)
 

@@ -8,8 +8,8 @@ import pytest
 from core.schemas import GenerateRequest
 from core.settings import Settings
 from worker.batching import batch_key, select_batch, split_counts
-from worker.generation import generate_batch, generate_images
-from worker.loading import load_model
+from worker.pipeline.generation import generate_batch, generate_images
+from worker.pipeline.loading import load_model
 
 BASE = {"prompt": "x", "width": 64, "height": 64, "steps": 3, "sampler": "euler", "guidance_scale": 5.0}
 

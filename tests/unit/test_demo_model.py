@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from tests.demo_colours import picture_colours
-from worker.loading import DEMO_MODEL_DIR
+from worker.pipeline.loading import DEMO_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(
     not (DEMO_MODEL_DIR / "model_index.json").exists(), reason="demo weights not trained into the package"

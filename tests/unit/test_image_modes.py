@@ -9,9 +9,9 @@ from PIL import Image, ImageDraw
 
 from core.schemas import GenerateRequest, GenerationMode
 from core.settings import Settings
-from worker.generation import generate_batch, generate_images, mode_pipeline
-from worker.loading import load_model
-from worker.samplers import build_scheduler, denoising_iterations
+from worker.pipeline.generation import generate_batch, generate_images, mode_pipeline
+from worker.pipeline.loading import load_model
+from worker.pipeline.samplers import build_scheduler, denoising_iterations
 
 BASE = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 10, "sampler": "euler", "seed": 5}
 

@@ -9,9 +9,9 @@ import torch
 
 from core.schemas import GenerateRequest
 from core.settings import Settings
-from worker.generation import generate_batch, generate_images
-from worker.loading import load_model
-from worker.prompts import chunked_embeddings, needs_chunks, token_count
+from worker.pipeline.generation import generate_batch, generate_images
+from worker.pipeline.loading import load_model
+from worker.pipeline.prompts import chunked_embeddings, needs_chunks, token_count
 
 BASE = {"width": 64, "height": 64, "steps": 3, "sampler": "euler", "seed": 9, "guidance_scale": 5.0}
 HEAD = "a red circle on a blue background, " * 4  # past 77 tokens (114 with the tiny tokenizer)

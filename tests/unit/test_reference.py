@@ -14,9 +14,9 @@ from core.schemas import GenerateRequest, OutputFormat, Sampler
 from core.settings import Settings
 from tests.unit.test_samplers import EXPECTED
 from worker.encoding import encode_image
-from worker.generation import generate_images
-from worker.loading import load_model
-from worker.tiny import ensure_tiny_pipeline
+from worker.pipeline.generation import generate_images
+from worker.pipeline.loading import load_model
+from worker.pipeline.tiny import ensure_tiny_pipeline
 
 SAMPLER_OPTIONS = {
     Sampler.DPMPP_2M: {"algorithm_type": "dpmsolver++", "solver_order": 2},

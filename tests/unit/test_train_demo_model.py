@@ -34,7 +34,7 @@ def test_smoke_run_writes_a_pipeline_plain_diffusers_loads(tmp_path: Path) -> No
 def test_the_script_writes_the_committed_models_tokenizer(tmp_path: Path) -> None:
     from transformers import CLIPTokenizer
 
-    from worker.loading import DEMO_MODEL_DIR
+    from worker.pipeline.loading import DEMO_MODEL_DIR
 
     write_word_tokenizer(tmp_path)
     written = CLIPTokenizer.from_pretrained(str(tmp_path), model_max_length=16)

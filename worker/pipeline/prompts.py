@@ -4,8 +4,9 @@
 `chunk` (as AUTOMATIC1111 does): the tokens are split into windows of 75, each encoded on its own between BOS and EOS,
 and the embeddings are concatenated along the sequence, which the UNet's cross-attention accepts at any length. The
 prompt and negative prompt of a batch are padded with empty windows to the same count. Prompts that fit one window
-take diffusers' own path in both modes, so their pixels do not change. Pipelines with a second text encoder (SDXL)
-also need pooled embeddings, which chunks do not give: they truncate.
+take diffusers' own path in both modes, so their pixels do not change. Whether a pipeline may chunk is its family's
+call (`FamilyAdapter.chunks_long_prompts`: SDXL's pooled embeddings have no chunked form, so it truncates); callers
+pass `truncate` for those.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ LongPrompts = Literal["truncate", "chunk"]
 def token_count(pipeline: DiffusionPipeline, text: str) -> int:
     """Tokens of `text` with BOS and EOS, untruncated."""
     return len(pipeline.tokenizer(text, truncation=False).input_ids) if text else 0
-
-
-def can_chunk(pipeline: DiffusionPipeline) -> bool:
-    """Whether chunked embeddings work with this pipeline (one CLIP text encoder, no pooled embeddings)."""
-    return getattr(pipeline, "tokenizer", None) is not None and getattr(pipeline, "tokenizer_2", None) is None
 
 
 def needs_chunks(pipeline: DiffusionPipeline, texts: Sequence[str]) -> bool:
@@ -67,9 +63,10 @@ def prompt_arguments(
     mode: LongPrompts,
     device: torch.device,
 ) -> dict[str, Any]:
-    """The prompt arguments of a pipeline call: the texts themselves, or, in `chunk` mode when a text is too long
-    for one window, chunked `prompt_embeds` and `negative_prompt_embeds` of one common length."""
-    if mode == "chunk" and can_chunk(pipeline) and needs_chunks(pipeline, [*prompts, *negatives]):
+    """The prompt arguments of a pipeline call: the texts themselves, or, in `chunk` mode (for a pipeline whose
+    family chunks) when a text is too long for one window, chunked `prompt_embeds` and `negative_prompt_embeds` of
+    one common length."""
+    if mode == "chunk" and needs_chunks(pipeline, [*prompts, *negatives]):
         embeddings = chunked_embeddings(pipeline, [*prompts, *negatives], device)
         return {"prompt_embeds": embeddings[: len(prompts)], "negative_prompt_embeds": embeddings[len(prompts) :]}
     return {"prompt": prompts, "negative_prompt": negatives if any(negatives) else None}

@@ -13,9 +13,9 @@ from PIL import Image
 
 from core.schemas import GenerateRequest, GenerationMode
 from worker.batching import batch_key, split_counts
-from worker.prompts import LongPrompts, prompt_arguments
-from worker.safety import FILTERED_INFO_KEY
-from worker.samplers import build_scheduler
+from worker.pipeline.prompts import LongPrompts, prompt_arguments
+from worker.pipeline.safety import FILTERED_INFO_KEY
+from worker.pipeline.samplers import build_scheduler
 
 # Called after each denoising iteration with (iterations done, total, latents of the whole batch); returns True to
 # stop the run.

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-import torch
-
-from core.events import StepEvent
+from core.events import PreviewEvent, StepEvent
 from core.jobs import JobStore
-from worker.previews import preview_event
+from worker.pipeline.resident import Latents
 
 
 class StepReporter:
     """The step hook of one job. Step events and progress writes are coalesced to `events_per_second` (the last
-    step always goes out); previews go out every `preview_every` steps; a requested cancel is seen at every step.
+    step always goes out); previews (made by `preview` from the job's latents and the step) go out every
+    `preview_every` steps; a requested cancel is seen at every step.
     """
 
     def __init__(
@@ -23,27 +23,27 @@ class StepReporter:
         *,
         events_per_second: float,
         preview_every: int,
-        latent_family: str | None,
+        preview: Callable[[Latents, int], PreviewEvent],
     ) -> None:
         self.store = store
         self.job_id = job_id
         self.min_interval = 1.0 / events_per_second
         self.preview_every = preview_every
-        self.latent_family = latent_family
+        self.preview = preview
         self.started = time.monotonic()
         self._last_step_at = self.started
         self._last_event_at = float("-inf")
         self.last_step = 0
         self.canceled = False
 
-    def __call__(self, step: int, total: int, latents: torch.Tensor) -> bool:
+    def __call__(self, step: int, total: int, latents: Latents) -> bool:
         now = time.monotonic()
         step_seconds = now - self._last_step_at
         self._last_step_at = now
         self.last_step = step
         elapsed = now - self.started
         if self.preview_every and step % self.preview_every == 0:
-            self.store.publish(self.job_id, preview_event(latents, self.latent_family, step))
+            self.store.publish(self.job_id, self.preview(latents, step))
         if step >= total or now - self._last_event_at >= self.min_interval:
             self._last_event_at = now
             eta = elapsed / step * (total - step)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.schemas import Provenance
-from worker.loading import LoadedModel
+from worker.pipeline.loading import LoadedModel
 
 # Large weight files are fingerprinted from their size and first and last MiB (hashing 4 GB at every start would
 # cost seconds); small files are hashed whole.

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from core.settings import Settings
-from worker.acceleration import apply_runtime_options
-from worker.safety import attach_safety_checker, loading_options
-from worker.tiny import ensure_tiny_pipeline
+from worker.pipeline.acceleration import apply_runtime_options
+from worker.pipeline.families import family_adapter
+from worker.pipeline.safety import attach_safety_checker, loading_options
+from worker.pipeline.tiny import ensure_tiny_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def pick_dtype(setting: str | None, device: torch.device) -> torch.dtype:
 
 
 # The trained demo model ships inside the package (tools/train_demo_model.py made it).
-DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
+DEMO_MODEL_DIR = Path(__file__).parent.parent / "models" / "demo"
 
 
 def resolve_source(model: str, cache_dir: Path) -> str:
@@ -73,9 +74,7 @@ def load_model(settings: Settings) -> LoadedModel:
     pipeline: DiffusionPipeline
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
         # A single file has no model_index.json to say its class: the models file's family does.
-        single_file_class = (
-            StableDiffusionXLPipeline if settings.model_family in ("sdxl", "turbo") else StableDiffusionPipeline
-        )
+        single_file_class = family_adapter(settings.model_family).pipeline_class
         pipeline = single_file_class.from_single_file(str(path), torch_dtype=dtype)
     else:
         pipeline = DiffusionPipeline.from_pretrained(
