@@ -1,4 +1,5 @@
-# The two commands of the README: `make dev` (set up, then run API + worker) and `make test`.
+# The commands of the README: `make dev` (set up, then run API + worker), `make test` (every test, as CI runs it) and
+# `make test-fast` (the edit loop: unit, integration and deploy checks, without slow or GPU tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 REDIS_PORT ?= 6379
 
-.PHONY: setup dev test lint redis
+.PHONY: setup dev test test-fast lint redis test-tools
 
 $(BIN)/imagegen: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +30,16 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup redis lint
+# Tests that need a browser or Prometheus are skipped without them: say so before the run, not only in its summary.
+test-tools:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || echo "make test: no chromium on PATH: the playground's browser tests will be skipped (apt-get install chromium fonts-dejavu-core)"
+	@command -v prometheus >/dev/null 2>&1 \
+	  || echo "make test: no prometheus on PATH: the Prometheus tests will be skipped (apt-get install prometheus)"
+
+test: setup redis lint test-tools
 	$(BIN)/python -m pytest
+
+# No lint, no end-to-end processes, no `slow` or `gpu` tests: the loop to run while editing.
+test-fast: setup redis
+	$(BIN)/python -m pytest -m "not slow and not gpu" tests/unit tests/integration tests/deploy

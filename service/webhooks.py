@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -147,8 +147,12 @@ class WebhookDeliverer:
         concurrency: int = 8,
         consumer: str | None = None,
         lease_seconds: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
+        # Epoch seconds that schedule retries and leases; tests pass a fake one to assert exact retry times. The
+        # signature's timestamp stays real time: receivers check it against their own clock.
+        self.clock = clock
         self.settings = settings
         self.backoff_base_seconds = backoff_base_seconds
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -232,7 +236,7 @@ class WebhookDeliverer:
         upcoming: Any = self.redis.zrange(self._retries, 0, 0, withscores=True)
         if not upcoming:
             return block_ms
-        return max(1, min(block_ms, math.ceil((float(upcoming[0][1]) - time.time()) * 1000)))
+        return max(1, min(block_ms, math.ceil((float(upcoming[0][1]) - self.clock()) * 1000)))
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -274,7 +278,7 @@ class WebhookDeliverer:
         return self._from_entries(reply[1])
 
     def _take_due_retries(self) -> list[_Taken]:
-        now = time.time()
+        now = self.clock()
         members = self._lease(keys=[self._retries], args=[now, now + self.lease_seconds, BATCH])
         taken = []
         for raw in members:
@@ -309,7 +313,7 @@ class WebhookDeliverer:
     # --- one delivery ---------------------------------------------------------------------------------------
 
     def _attempt_and_settle(self, item: _Taken) -> None:
-        now = time.time()
+        now = self.clock()
         delivery = replace(
             item.delivery, first_attempt=item.delivery.first_attempt or now, attempts=item.delivery.attempts + 1
         )
@@ -322,7 +326,7 @@ class WebhookDeliverer:
         if outcome is Outcome.RETRIED:
             assert delivery.first_attempt is not None
             deadline = delivery.first_attempt + self.settings.webhook_retry_seconds
-            now = time.time()
+            now = self.clock()
             if now >= deadline:
                 log.warning(
                     "webhook %s to %s: gave up after %d attempts",

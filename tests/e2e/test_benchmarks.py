@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmarks: each starts its own processes and runs many jobs
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -16,18 +16,22 @@ from tests.demo_colours import picture_colours
 from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 from tools.train_demo_model import COLOURS, SHAPES, caption, draw
-from worker.loading import DEMO_MODEL_DIR
+from worker.pipeline.loading import DEMO_MODEL_DIR
 
-pytestmark = pytest.mark.skipif(
-    not (DEMO_MODEL_DIR / "model_index.json").exists(), reason="demo weights not trained into the package"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (DEMO_MODEL_DIR / "model_index.json").exists(), reason="demo weights not trained into the package"
+    ),
+    pytest.mark.slow,  # about 100 demo-model images, 20 steps each
+]
 
 SETTINGS = {"width": 64, "height": 64, "steps": 20, "guidance_scale": 4.0, "sampler": "euler_a"}
 
 
 @pytest.fixture(scope="module")
 def stack(cache_dir, tmp_path_factory) -> Iterator[Stack]:
-    with started_stack(tmp_path_factory.mktemp("demo"), {**stack_env(cache_dir), "IMAGEGEN_MODEL": "demo"}) as running:
+    env = {**stack_env(cache_dir), "IMAGEGEN_MODEL": "demo", "IMAGEGEN_MAX_BATCH": "8", "IMAGEGEN_BATCH_WAIT_MS": "50"}
+    with started_stack(tmp_path_factory.mktemp("demo"), env) as running:
         yield running
 
 

@@ -8,9 +8,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from tests.e2e.processes import IMAGEGEN, Process, free_port, wait_until
+
+pytestmark = pytest.mark.slow  # `imagegen dev` starts its own Redis, API and worker
 
 
 def test_dev_starts_embedded_redis_and_serves_a_generation(cache_dir: Path, tmp_path: Path) -> None:

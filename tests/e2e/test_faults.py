@@ -16,6 +16,9 @@ from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Process, Stack, free_port, wait_until
 from tests.e2e.sse import read_events
 
+# Each test starts its own API and worker (and a second worker, or its own redis-server) and kills them.
+pytestmark = pytest.mark.slow
+
 LONG = {"prompt": "a long job", "width": 512, "height": 512, "sampler": "euler"}
 FAST_RECOVERY = {"IMAGEGEN_HEARTBEAT_SECONDS": "1", "IMAGEGEN_REAPER_SECONDS": "1"}
 

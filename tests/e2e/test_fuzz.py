@@ -14,6 +14,8 @@ import pytest
 from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 
+pytestmark = pytest.mark.slow  # schemathesis sends hundreds of requests to its own API and worker
+
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
 
 

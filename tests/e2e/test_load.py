@@ -12,6 +12,8 @@ import pytest
 from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
 
+pytestmark = pytest.mark.slow  # 2,000 submissions against its own API and worker
+
 CLIENTS, PER_CLIENT = 50, 40
 BODY = {"prompt": "load", "width": 64, "height": 64, "steps": 1, "sampler": "euler"}
 

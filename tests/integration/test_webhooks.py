@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 
 import service.webhooks
 from core import keys
+from core.event_stream import read_events
 from core.jobs import JobStore
 from core.schemas import GenerateRequest
 from core.settings import Settings
@@ -28,6 +29,18 @@ from service.webhook_targets import IPAddress
 from service.webhooks import GROUP, WebhookDeliverer
 
 SECRET = "whsec_" + base64.b64encode(b"imagegen-test-webhook-secret-32b").decode()
+# Clock steps that are exact in binary floating point, so retry times compare with ==.
+TICK = 1 / 64
+
+
+class FakeClock:
+    """Epoch seconds that move only when the test moves them (the deliverer's `clock`)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -145,7 +158,13 @@ def _count(outcome: str) -> float:
 
 
 def _event_id(store: JobStore, job_id: str, event_type: str) -> str:
-    return next(i for i, kind, _ in store.read_events(job_id) if kind == event_type)
+    return next(entry.id for entry in read_events(store.redis, job_id) if entry.type == event_type)
+
+
+def _retries(redis: Redis) -> list[tuple[int, float]]:
+    """The scheduled retries as (attempts so far, due time), soonest first."""
+    scheduled = redis.zrange(keys.webhook_retries_key(), 0, -1, withscores=True)
+    return [(json.loads(member)["attempts"], due) for member, due in scheduled]
 
 
 def _nothing_left(redis: Redis) -> bool:
@@ -216,20 +235,19 @@ def test_a_failing_receiver_is_retried_with_the_same_message_id(
 def test_backoff_doubles_between_attempts(
     redis_client: Redis, store: JobStore, receiver: Receiver, hook_settings: Settings
 ) -> None:
-    deliverer = WebhookDeliverer(redis_client, hook_settings, backoff_base_seconds=0.2)
+    clock = FakeClock()
+    deliverer = WebhookDeliverer(redis_client, hook_settings, backoff_base_seconds=0.25, clock=clock)
     try:
         receiver.always["/down"] = 503
         _succeed_job(store, "job3", receiver.url("/down"), ["succeeded"])
-        deliverer.run_once()
-        [(member, due)] = redis_client.zrange(keys.webhook_retries_key(), 0, -1, withscores=True)
-        assert json.loads(member)["attempts"] == 1
-        time.sleep(max(0.0, due - time.time()))
-        before = time.time()
+        first = clock.now
+        assert deliverer.run_once() == 1
+        assert _retries(redis_client) == [(1, first + 0.25)]
+        clock.now = first + 0.25 - TICK
+        assert deliverer.run_once() == 0  # not due yet
+        clock.now = first + 0.25
         assert deliverer.run_once() == 1  # the due retry
-        after = time.time()
-        [(member, due)] = redis_client.zrange(keys.webhook_retries_key(), 0, -1, withscores=True)
-        assert json.loads(member)["attempts"] == 2
-        assert before + 0.4 <= due <= after + 0.4  # twice the first backoff
+        assert _retries(redis_client) == [(2, first + 0.25 + 0.5)]  # twice the first backoff
         assert len(receiver.at("/down")) == 2
     finally:
         deliverer.stop()
@@ -239,22 +257,34 @@ def test_an_always_failing_receiver_is_given_up_after_the_retry_window(
     redis_client: Redis, store: JobStore, receiver: Receiver, hook_settings: Settings
 ) -> None:
     gave_up = _count("gave_up")
-    settings = hook_settings.model_copy(update={"webhook_retry_seconds": 0.5})
-    deliverer = WebhookDeliverer(redis_client, settings, backoff_base_seconds=0.05)
+    clock = FakeClock()
+    settings = hook_settings.model_copy(update={"webhook_retry_seconds": 1.0})
+    deliverer = WebhookDeliverer(redis_client, settings, backoff_base_seconds=1 / 16, clock=clock)
     try:
         receiver.always["/dead"] = 500
         _succeed_job(store, "job4", receiver.url("/dead"), ["succeeded"])
-        started = time.monotonic()
-
-        _drive(deliverer, lambda: _count("gave_up") == gave_up + 1)
-
-        assert 0.5 <= time.monotonic() - started < 5
-        attempts = len(receiver.at("/dead"))
-        assert 2 <= attempts <= 5  # at 0, 0.05, 0.15, 0.35 s and the 0.5 s deadline, when the machine keeps up
+        started = clock.now
+        attempted_at = []
+        for _ in range(20):
+            attempted_at.append(clock.now - started)
+            assert deliverer.run_once() == 1
+            retries = _retries(redis_client)
+            if not retries:
+                break
+            assert _count("gave_up") == gave_up, "given up before the window ended"
+            [(attempts, due)] = retries
+            assert attempts == len(attempted_at)
+            clock.now = due - TICK
+            assert deliverer.run_once() == 0, "a retry taken before it was due"
+            clock.now = due
+        # The backoff doubles from 1/16 s; the last retry is cut to the window's end, where it is given up.
+        assert attempted_at == [0, 1 / 16, 3 / 16, 7 / 16, 15 / 16, 1.0]
+        assert len(receiver.at("/dead")) == 6
+        assert _count("gave_up") == gave_up + 1
         assert _nothing_left(redis_client)
-        time.sleep(0.2)
+        clock.now += 60
         assert deliverer.run_once() == 0
-        assert len(receiver.at("/dead")) == attempts
+        assert len(receiver.at("/dead")) == 6
     finally:
         deliverer.stop()
 
@@ -320,14 +350,19 @@ def test_a_retry_leased_by_a_dead_process_is_attempted_again(
 ) -> None:
     receiver.statuses["/again"] = [500]
     _succeed_job(store, "job8", receiver.url("/again"), ["succeeded"])
-    deliverer = WebhookDeliverer(redis_client, hook_settings, backoff_base_seconds=0.01, lease_seconds=1.0)
+    clock = FakeClock()
+    deliverer = WebhookDeliverer(redis_client, hook_settings, backoff_base_seconds=0.01, lease_seconds=1.0, clock=clock)
     try:
-        deliverer.run_once()  # attempt 1 fails: a retry is scheduled
+        assert deliverer.run_once() == 1  # attempt 1 fails: a retry is scheduled
         [member] = redis_client.zrange(keys.webhook_retries_key(), 0, -1)
         # Another process leased it (its score moved to the lease's end) and died.
-        redis_client.zadd(keys.webhook_retries_key(), {member: time.time() + 1.0})
+        lease_end = clock.now + 1.0
+        redis_client.zadd(keys.webhook_retries_key(), {member: lease_end})
+        clock.now = lease_end - TICK
         assert deliverer.run_once() == 0
-        assert _drive(deliverer, lambda: len(receiver.at("/again")) == 2) == 1
+        clock.now = lease_end
+        assert deliverer.run_once() == 1
+        assert len(receiver.at("/again")) == 2
         assert _nothing_left(redis_client)
     finally:
         deliverer.stop()
@@ -361,18 +396,20 @@ def test_events_from_before_the_group_existed_and_after_a_flush_are_delivered(
     redis_client: Redis, store: JobStore, receiver: Receiver, deliverer: WebhookDeliverer
 ) -> None:
     _succeed_job(store, "job10", receiver.url("/early"), ["succeeded"])  # no consumer group yet
-    _drive(deliverer, lambda: len(receiver.at("/early")) == 1)
+    assert _drive(deliverer, lambda: len(receiver.at("/early")) == 1) == 1
 
     redis_client.flushdb()  # the stream and its group are gone
-    deliverer.run_once()
+    assert deliverer.run_once() == 0
     _succeed_job(store, "job11", receiver.url("/later"), ["succeeded"])
-    _drive(deliverer, lambda: len(receiver.at("/later")) == 1)
+    assert _drive(deliverer, lambda: len(receiver.at("/later")) == 1) == 1
+    assert [p.payload["data"]["job_id"] for p in receiver.received] == ["job10", "job11"]
 
 
 def test_the_thread_delivers_until_stopped(
     redis_client: Redis, store: JobStore, receiver: Receiver, hook_settings: Settings
 ) -> None:
-    deliverer = WebhookDeliverer(redis_client, hook_settings, backoff_base_seconds=0.05)
+    # stop() waits for the thread up to the lease: a thread still alive after it did not stop within 3 s.
+    deliverer = WebhookDeliverer(redis_client, hook_settings, backoff_base_seconds=0.05, lease_seconds=3.0)
     deliverer.start()
     try:
         receiver.statuses["/threaded"] = [502]
@@ -382,8 +419,6 @@ def test_the_thread_delivers_until_stopped(
             assert time.monotonic() < deadline
             time.sleep(0.02)
     finally:
-        started = time.monotonic()
         deliverer.stop()
-    assert time.monotonic() - started < 3
     assert not any(t.name == "webhook-deliverer" for t in threading.enumerate())
     assert _nothing_left(redis_client)
