@@ -1,4 +1,8 @@
-"""Settings for every imagegen process, read from `IMAGEGEN_*` environment variables."""
+"""Settings for every imagegen process, read from `IMAGEGEN_*` environment variables.
+
+Each field's `description` is its documentation: the README's configuration table is rendered from it
+(`tools/settings_table.py`), and a test fails when the two differ.
+"""
 
 from __future__ import annotations
 
@@ -15,77 +19,168 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", env_ignore_empty=True, extra="ignore")
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for queues, job records and images")
 
-    # What a worker serves, and the API's default model: a Hugging Face id, a local diffusers folder,
-    # a single-file checkpoint (.safetensors / .ckpt), `tiny` or `demo`.
-    model: str = "demo"
-    # The name clients use for that model (queue name, `model` request field). Derived from `model` when unset.
-    model_name: str | None = Field(default=None, max_length=100)
-    # Named models with their source, family and request defaults (core/catalog.py); `model` may name one of them.
-    models_file: Path | None = None
-    model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = "sd15"  # set from the models file entry
-    # Prompts past the text encoder's 77 tokens: "truncate" (with a warning on the job) or "chunk" (worker/prompts.py).
-    long_prompts: Literal["truncate", "chunk"] = "truncate"
-    # Safety checker (set by a models-file entry's `safety_checker`): images it flags are blacked out by diffusers and
-    # marked `content_filtered` on the job. The model's own checker, else one loaded from `safety_checker_source`.
-    safety_checker: bool = False
-    safety_checker_source: str = "CompVis/stable-diffusion-safety-checker"
-    lora_dir: Path | None = None  # LoRA adapters a worker offers: `<name>.safetensors` files
-    # POST /generate for a model no live worker serves: 503, unless this allows queuing for one that will come
-    # (scale from zero).
-    queue_without_workers: bool = False
+    model: str = Field(
+        default="demo",
+        description="what a worker serves (hub id, local diffusers folder, `.safetensors`/`.ckpt` file, "
+        "models-file entry, `demo`, `tiny`) and the API's default model",
+    )
+    model_name: str | None = Field(
+        default=None,
+        max_length=100,
+        description="public name of that model (queue name, request `model`); unset: the id, or a path's stem",
+    )
+    models_file: Path | None = Field(
+        default=None,
+        description="TOML file of named models (source, family, defaults, `safety_checker`; `core/catalog.py`); "
+        "`IMAGEGEN_MODEL` may name an entry",
+    )
+    model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = Field(
+        default="sd15",
+        description="family of a single-file checkpoint (`sd15`, `sd2`, `sdxl`, `turbo`): which pipeline class "
+        "loads it; set from the models-file entry",
+    )
+    long_prompts: Literal["truncate", "chunk"] = Field(
+        default="truncate",
+        description="prompts past the text encoder's 77 tokens: `truncate` (warning on the job) or `chunk` "
+        "(75-token windows, as AUTOMATIC1111)",
+    )
+    safety_checker: bool = Field(
+        default=False,
+        description="run a safety checker (a models-file entry can turn it on per model): images it flags are "
+        "blacked out and marked `content_filtered` on the job",
+    )
+    safety_checker_source: str = Field(
+        default="CompVis/stable-diffusion-safety-checker",
+        description="where to load a checker from when the model has none of its own",
+    )
+    lora_dir: Path | None = Field(
+        default=None, description="the worker's LoRA adapters, `<name>.safetensors` files, offered by name"
+    )
+    # Scale from zero: the worker that will serve the job is not up yet.
+    queue_without_workers: bool = Field(
+        default=False,
+        description="queue jobs for a model no live worker serves (else 503 `no_worker`); `imagegen dev` turns it on",
+    )
 
-    device: str | None = None  # "cuda", "cuda:1", "cpu"; default: CUDA when present, else CPU
-    dtype: Literal["float16", "bfloat16", "float32"] | None = None  # default: float16 on CUDA, float32 on CPU
-    cache_dir: Path = Path.home() / ".cache" / "imagegen"
+    device: str | None = Field(
+        default=None, description="worker device, e.g. `cuda`, `cuda:1`, `cpu`; unset: CUDA when present, else CPU"
+    )
+    dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        default=None,
+        description="`float16`, `bfloat16` or `float32`; unset: float16 on CUDA, float32 on CPU",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "imagegen",
+        description="where `tiny` is built and the dev Redis keeps its file",
+    )
     # Runtime options (worker/acceleration.py); None: on for CUDA, off for CPU.
-    channels_last: bool | None = None
-    fuse_qkv: bool | None = None
-    vae_tiling: bool | None = None
-    compile: bool = False  # torch.compile the UNet; the warm-up at start-up pays the compilation
-    compile_mode: str = "max-autotune-no-cudagraphs"
-    cpu_threads: int | None = None
+    channels_last: bool | None = Field(
+        default=None, description="channels-last memory format for UNet and VAE; unset: on for CUDA, off for CPU"
+    )
+    fuse_qkv: bool | None = Field(
+        default=None, description="fuse the attention's q/k/v projections; unset: on for CUDA, off for CPU"
+    )
+    vae_tiling: bool | None = Field(
+        default=None,
+        description="decode images larger than the VAE's tile in tiles; unset: on for CUDA, off for CPU",
+    )
+    compile: bool = Field(
+        default=False,
+        description="`torch.compile` the UNet; the warm-up at start-up pays the compilation",
+    )
+    compile_mode: str = Field(default="max-autotune-no-cudagraphs", description="`torch.compile` mode")
+    cpu_threads: int | None = Field(default=None, description="torch threads on a CPU worker; unset: torch's default")
 
-    max_pixels: int = Field(default=1024 * 1024, gt=0)
+    max_pixels: int = Field(
+        default=1024 * 1024, gt=0, description="largest `width*height` accepted (API) and run (worker)"
+    )
     # A request body (JSON with base64 images, or multipart): two 8 MiB images fit, as base64.
-    max_body_bytes: int = Field(default=24 * 1024 * 1024, gt=0)
-    max_input_image_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # one input image, as sent
-    result_ttl_seconds: int = Field(default=3600, gt=0)
-    queue_ttl_seconds: int = Field(default=3600, gt=0)
-    job_timeout_seconds: int = Field(default=600, gt=0)
-    heartbeat_seconds: float = Field(default=5.0, gt=0)
-    step_events_per_second: float = Field(default=10.0, gt=0)  # step events (and progress writes) per job
-    events_max_len: int = Field(default=1000, ge=100)  # cap of each job's event stream
-    sse_ping_seconds: float = Field(default=15.0, gt=0)
-    warmup_steps: int = Field(default=2, ge=0)
-    max_batch: int = Field(default=4, ge=1)  # compatible jobs run in one pipeline call
-    max_batch_images: int = Field(default=16, ge=1)  # images in one pipeline call
-    batch_wait_ms: float = Field(default=10.0, ge=0)  # how long a worker waits for batch mates
-    worker_id: str | None = None
-    metrics_host: str = "0.0.0.0"  # the worker's /metrics, /healthz and /readyz
-    metrics_port: int = Field(default=9101, ge=0, le=65535)
-    log_level: str = "INFO"
+    max_body_bytes: int = Field(
+        default=24 * 1024 * 1024, gt=0, description="request body limit (413 beyond); two 8 MiB images fit as base64"
+    )
+    max_input_image_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="one input image (img2img, inpainting), as sent"
+    )
+    result_ttl_seconds: int = Field(default=3600, gt=0, description="how long finished job records and images are kept")
+    queue_ttl_seconds: int = Field(
+        default=3600,
+        gt=0,
+        description="how long a job may wait in the queue, unless its request sets `queue_ttl_seconds`",
+    )
+    job_timeout_seconds: int = Field(default=600, gt=0, description="longest a job may run")
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="worker heartbeat; a worker silent for 3 beats is no longer listed"
+    )
+    step_events_per_second: float = Field(
+        default=10.0,
+        gt=0,
+        description="step events (and progress writes) per job per second at most; the last step always goes out",
+    )
+    events_max_len: int = Field(default=1000, ge=100, description="cap of each job's event stream")
+    sse_ping_seconds: float = Field(default=15.0, gt=0, description="heartbeat comment interval on event streams")
+    warmup_steps: int = Field(
+        default=2, ge=0, description="steps of the warm-up generation a worker runs before it takes jobs (0: none)"
+    )
+    max_batch: int = Field(default=4, ge=1, description="compatible queued jobs a worker runs in one pipeline call")
+    max_batch_images: int = Field(default=16, ge=1, description="images in one pipeline call at most")
+    batch_wait_ms: float = Field(default=10.0, ge=0, description="how long a worker waits for batch mates")
+    worker_id: str | None = Field(
+        default=None, description="worker id shown on jobs and in `/models`; unset: host name and a random suffix"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="address the worker's metrics port binds")
+    metrics_port: int = Field(
+        default=9101, ge=0, le=65535, description="the worker's `/metrics`, `/healthz`, `/readyz` port (0: off)"
+    )
+    log_level: str = Field(default="INFO", description="log level")
 
     # Reliability: lost workers, bounded queues.
-    max_attempts: int = Field(default=3, ge=1)  # starts of a job before a lost worker fails it (`worker_lost`)
-    reaper_seconds: float = Field(default=5.0, ge=0)  # how often the API looks for lost jobs (0: never)
-    max_queue_depth: int = Field(default=1000, ge=1)  # per model; beyond it POST /generate answers 429
+    max_attempts: int = Field(
+        default=3, ge=1, description="starts of a job before a lost worker fails it `worker_lost`"
+    )
+    reaper_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often the API sweeps for lost and overdue jobs (0: never; workers sweep on every beat)",
+    )
+    max_queue_depth: int = Field(
+        default=1000, ge=1, description="per model; beyond it submissions answer 429 `queue_full`"
+    )
 
     # Security (all off unless configured).
-    api_key_hashes: list[str] = Field(default_factory=list)  # sha256 hex of each client key
-    admin_key_hashes: list[str] = Field(default_factory=list)  # sha256 hex of keys for /metrics and all jobs
-    rate_limit_per_minute: int = Field(default=120, ge=1)  # per API key
-    max_active_jobs_per_key: int = Field(default=50, ge=1)  # queued + running, per API key
-    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
-    openai_timeout_seconds: float = Field(default=300.0, gt=0)  # POST /v1/images/generations waits this long
+    api_key_hashes: list[str] = Field(
+        default_factory=list,
+        description="JSON list of SHA-256 hex digests of client keys; any set turns auth on",
+    )
+    admin_key_hashes: list[str] = Field(
+        default_factory=list, description="digests of admin keys (every job, `/metrics`)"
+    )
+    rate_limit_per_minute: int = Field(default=120, ge=1, description="submissions per key per minute")
+    max_active_jobs_per_key: int = Field(default=50, ge=1, description="queued + running jobs per key")
+    idempotency_ttl_seconds: int = Field(
+        default=24 * 3600, ge=1, description="how long an `Idempotency-Key` replays its job"
+    )
+    openai_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long `POST /v1/images/generations` waits for the images before answering 504",
+    )
 
     # Webhooks (Standard Webhooks signatures).
-    webhook_secret: str | None = None  # "whsec_<base64>"; required for webhook_url requests
-    webhook_allow_hosts: list[str] = Field(default_factory=list)  # hosts exempt from the private-address refusal
-    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
-    webhook_retry_seconds: float = Field(default=3600.0, gt=0)  # give up on a delivery after this long
-    webhook_deliver: bool = True  # the API process runs the delivery loop
+    webhook_secret: str | None = Field(
+        default=None, description="`whsec_...` signing secret; webhooks are refused without one"
+    )
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts exempt from the private-address refusal"
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="per delivery attempt")
+    webhook_retry_seconds: float = Field(default=3600.0, gt=0, description="retry window of a delivery")
+    webhook_deliver: bool = Field(
+        default=True,
+        description="this API process delivers webhooks (one consumer of the shared delivery stream); off: it leaves "
+        "them to the API replicas that have it on",
+    )
 
     def served_model_name(self) -> str:
         """The public name of `model`: `model_name` if set, else the id, or a file or folder's stem."""
