@@ -67,26 +67,31 @@ async def aread_events(
 
 
 async def follow_events(
-    redis: AsyncRedis, job_id: str, after: str = "0-0", *, block_ms: int = FOLLOW_BLOCK_MS
+    redis: AsyncRedis,
+    job_id: str,
+    after: str = "0-0",
+    *,
+    block_ms: int = FOLLOW_BLOCK_MS,
+    max_failures: int | None = MAX_READ_FAILURES,
 ) -> AsyncIterator[StreamEntry]:
     """Every event of the job after `after`, then new ones as they come, ending after the terminal event. Ends early
-    when the job's record is gone (expired: nothing more will come) or Redis kept failing; a caller that needs more
-    resumes from the last id it got and misses nothing."""
+    when the job's record is gone (expired: nothing more will come), or after `max_failures` failed reads in a row
+    (None: it rides out an outage of any length); a caller that needs more resumes from the last id it got and misses
+    nothing."""
     failures = 0
     while True:
         try:
             entries = await aread_events(redis, job_id, after, block_ms)
+            gone = not entries and not await redis.exists(keys.job_key(job_id))
             failures = 0
         except RedisError:
             failures += 1
-            if failures > MAX_READ_FAILURES:
+            if max_failures is not None and failures > max_failures:
                 return
             await asyncio.sleep(_RETRY_SECONDS)
             continue
-        if not entries:
-            if not await redis.exists(keys.job_key(job_id)):
-                return
-            continue
+        if gone:
+            return
         for entry in entries:
             after = entry.id
             yield entry
