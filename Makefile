@@ -36,6 +36,8 @@ test-tools:
 	  || echo "make test: no chromium on PATH: the playground's browser tests will be skipped (apt-get install chromium fonts-dejavu-core)"
 	@command -v prometheus >/dev/null 2>&1 \
 	  || echo "make test: no prometheus on PATH: the Prometheus tests will be skipped (apt-get install prometheus)"
+	@command -v redis-sentinel >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 \
+	  || echo "make test: no redis-sentinel or redis-server on PATH: the Sentinel failover tests will be skipped (apt-get install redis-server redis-sentinel)"
 
 test: setup redis lint test-tools
 	$(BIN)/python -m pytest

@@ -6,12 +6,22 @@ Each field's `description` is its documentation: the README's configuration tabl
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def sentinel_address(entry: str) -> tuple[str, int]:
+    """The host and port of one Redis Sentinel, `host:port` or `[v6]:port`; ValueError when it is not one."""
+    host, sep, port = entry.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a sentinel address is host:port, not {entry!r}")
+    return host, int(port)
 
 
 class Settings(BaseSettings):
@@ -20,6 +30,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGEGEN_", env_ignore_empty=True, extra="ignore")
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for queues, job records and images")
+    # Redis high availability (core/redis_connection.py, docs/reliability.md "Redis high availability").
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses, `host:port`, comma-separated (or a JSON list); set: the primary is "
+        "the one they name, and `IMAGEGEN_REDIS_URL` gives only its db, user, password and TLS",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, description="the master name the sentinels monitor"
+    )
+    redis_sentinel_password: str | None = Field(
+        default=None, description="password of the sentinels themselves (their `requirepass`), if they have one"
+    )
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="replicas that must acknowledge a submission (Redis `WAIT`) before it answers 202; fewer in "
+        "time: 503 `not_replicated` (the job is queued, not yet safe from a failover)",
+    )
+    redis_replica_timeout_ms: int = Field(
+        default=500, gt=0, le=5000, description="how long a submission waits for those replicas"
+    )
 
     model: str = Field(
         default="demo",
@@ -129,7 +160,10 @@ class Settings(BaseSettings):
     worker_id: str | None = Field(
         default=None, description="worker id shown on jobs and in `/models`; unset: host name and a random suffix"
     )
-    metrics_host: str = Field(default="0.0.0.0", description="address the worker's metrics port binds")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the worker's metrics port binds (containers set `0.0.0.0` for Prometheus and probes)",
+    )
     metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="the worker's `/metrics`, `/healthz`, `/readyz` port (0: off)"
     )
@@ -146,6 +180,12 @@ class Settings(BaseSettings):
     )
     max_queue_depth: int = Field(
         default=1000, ge=1, description="per model; beyond it submissions answer 429 `queue_full`"
+    )
+    outage_hold_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="how long a worker that lost Redis keeps a finished job's images in memory to write them when it "
+        "is back; past that the job is re-queued",
     )
 
     # Security (all off unless configured).
@@ -167,6 +207,38 @@ class Settings(BaseSettings):
         description="how long `POST /v1/images/generations` waits for the images before answering 504",
     )
 
+    # API server: liveness under load, slow and hostile clients.
+    ready_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="how long `/readyz` waits for Redis before answering 503"
+    )
+    max_waiting_requests: int = Field(
+        default=1000,
+        ge=1,
+        description="requests that may wait on Redis at once in one API process (event streams, `POST "
+        "/v1/images/generations`), one Redis connection each; more wait for a connection to free",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="longest a client may take to send a request's headers (from connecting, or from the request's "
+        "first byte on a kept-alive connection); then 408 and the connection closes",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest a client may take to send a request's body after its headers; then 408 and the "
+        "connection closes",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        description="on SIGTERM, how long the API lets open requests finish before closing them (below "
+        "Kubernetes' 30 s termination grace)",
+    )
+    api_docs: bool = Field(
+        default=True, description="serve `/docs` and `/redoc` (with a Content-Security-Policy); off: both answer 404"
+    )
+
     # Webhooks (Standard Webhooks signatures).
     webhook_secret: str | None = Field(
         default=None, description="`whsec_...` signing secret; webhooks are refused without one"
@@ -181,6 +253,24 @@ class Settings(BaseSettings):
         description="this API process delivers webhooks (one consumer of the shared delivery stream); off: it leaves "
         "them to the API replicas that have it on",
     )
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_list(cls, value: object) -> object:
+        """`a:26379,b:26379` or `["a:26379", "b:26379"]`, each entry `host:port`."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        if isinstance(value, list):
+            for entry in value:
+                sentinel_address(str(entry))
+        return value
+
+    @property
+    def stranded_seconds(self) -> float:
+        """How long a job may sit dequeued and unclaimed before the sweep gives it back to its queue: three heartbeats
+        (a worker claims within milliseconds unless it died or lost Redis in between)."""
+        return 3 * self.heartbeat_seconds
 
     def served_model_name(self) -> str:
         """The public name of `model`: `model_name` if set, else the id, or a file or folder's stem."""

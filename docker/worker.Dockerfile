@@ -60,12 +60,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/models/hf \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    IMAGEGEN_METRICS_HOST=0.0.0.0
 # Hugging Face downloads land here: mount a named volume / PVC so restarts do not download the model again.
 VOLUME ["/models/hf"]
 USER 1000:1000
 WORKDIR /home/imagegen
-# /metrics, /healthz (alive) and /readyz (model loaded and warmed up) on IMAGEGEN_METRICS_PORT.
+# /metrics, /healthz (alive) and /readyz (model loaded and warmed up) on IMAGEGEN_METRICS_PORT, bound to every
+# interface of the container (IMAGEGEN_METRICS_HOST above; outside a container the default is loopback).
 EXPOSE 9101
 # The first start may download several GB: failures in the start period do not count.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \

@@ -41,10 +41,19 @@ def test_kustomizations_reference_files_that_exist() -> None:
     for kustomization in sorted(K8S.rglob("kustomization.yaml")):
         directory = kustomization.parent
         spec = yaml.safe_load(kustomization.read_text())
-        assert spec["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and spec["kind"] == "Kustomization"
+        assert (spec["apiVersion"], spec["kind"]) in {
+            ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+            ("kustomize.config.k8s.io/v1alpha1", "Component"),  # deploy/k8s/components/
+        }
         for resource in spec.get("resources", []):
             target = (directory / resource).resolve()
             assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{kustomization}: {resource}"
+        for component in spec.get("components", []):
+            target = (directory / component / "kustomization.yaml").resolve()
+            assert yaml.safe_load(target.read_text())["kind"] == "Component", f"{kustomization}: {component}"
+        for generator in spec.get("configMapGenerator", []):
+            for file in generator.get("files", []):
+                assert (directory / file.split("=")[-1]).is_file(), f"{kustomization}: {file}"
     listed = set(_kustomization(BASE)["resources"])
     on_disk = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk, "every base manifest is in the kustomization and vice versa"
