@@ -23,29 +23,103 @@ local function settle(job_key, running_key, job_id)
 end
 """
 
-# KEYS: job, events, webhooks. ARGV: events maxlen, job id, event type, event JSON.
+# A worker's writes are fenced by the attempt it runs (the job's `attempts` when it claimed it): once the job moved on
+# (re-queued by a sweeper, or claimed again after a Redis failover lost the claim), a late write of an older attempt
+# changes nothing. fenced(): true when the job is `running` that attempt, or when no fence ('') is given.
+_FENCE = """
+local function fenced(job_key, fence)
+  if fence == '' then return true end
+  local state = redis.call('HMGET', job_key, 'status', 'attempts')
+  return state[1] == 'running' and state[2] == fence
+end
+"""
+
+# KEYS: job, events, webhooks. ARGV: events maxlen, job id, event type, event JSON, fence ('' for none).
 APPEND = (
     _PRELUDE
+    + _FENCE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if not fenced(KEYS[1], ARGV[5]) then return false end
 return emit(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 )
 
-# KEYS: job, events, running set, webhooks. ARGV: allowed statuses (comma-separated), new status, ttl, events
-# maxlen, job id, event type, event JSON, then field/value pairs to set. Returns the new status, or the status that
-# refused the change (false when the job is unknown). Entering `running` counts an attempt.
+# A running job's progress. KEYS: job, events, webhooks. ARGV: fence, step, total, eta, events maxlen, job id, event
+# type ('' for no event), event JSON. Returns 'lost' when the attempt no longer owns the job, 'cancel' when a cancel
+# was requested, else 'go'.
+STEP = (
+    _PRELUDE
+    + _FENCE
+    + """
+if not fenced(KEYS[1], ARGV[1]) then return 'lost' end
+redis.call('HSET', KEYS[1], 'step', ARGV[2], 'total', ARGV[3], 'eta', ARGV[4])
+if ARGV[7] ~= '' then emit(KEYS[1], KEYS[2], KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]) end
+if redis.call('HEXISTS', KEYS[1], 'cancel_requested') == 1 then return 'cancel' end
+return 'go'
+"""
+)
+
+# The claim: a worker takes a job it popped (from RQ's intermediate list) or a batch mate (from the queue) and starts
+# it, in one step, so that at every instant the job is in a list, running under a worker's lease, or terminal.
+# Removing the id from the list is the claim: of two claimants (a worker, and a sweeper giving a stranded job back)
+# only the one whose LREM removed it goes on.
+# KEYS: job, events, running set, webhooks, source list, RQ job hash, queue deadlines.
+# ARGV: job id, worker id, now, running ttl, events maxlen, started event JSON, expired event JSON, terminal ttl,
+# then field/value pairs to set (total steps, provenance).
+# Returns the attempt number (the fence of every later write of this run), or why not: 'gone' (not in the list, or no
+# record), 'expired' (waited past its queue deadline: ended `expired` here), or the status it has (e.g. 'canceled').
+CLAIM = (
+    _PRELUDE
+    + """
+if redis.call('LREM', KEYS[5], 1, ARGV[1]) == 0 then return 'gone' end
+redis.call('DEL', KEYS[6])
+redis.call('ZREM', KEYS[7], ARGV[1])
+local state = redis.call('HMGET', KEYS[1], 'status', 'expires_at')
+if not state[1] then return 'gone' end
+if state[1] ~= 'queued' then return state[1] end
+if state[2] and tonumber(ARGV[3]) > tonumber(state[2]) then
+  redis.call('HSET', KEYS[1], 'status', 'expired', 'finished_at', ARGV[3])
+  settle(KEYS[1], KEYS[3], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+  emit(KEYS[1], KEYS[2], KEYS[4], ARGV[5], ARGV[1], 'expired', ARGV[7])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+  return 'expired'
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker_id', ARGV[2], 'started_at', ARGV[3], 'step', 0,
+           unpack(ARGV, 9))
+redis.call('HDEL', KEYS[1], 'stranded_since', 'cancel_requested')
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+emit(KEYS[1], KEYS[2], KEYS[4], ARGV[5], ARGV[1], 'started', ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return attempt
+"""
+)
+
+# KEYS: job, events, running set, webhooks, then one key per result image. ARGV: allowed statuses (comma-separated),
+# new status, ttl, events maxlen, job id, event type, event JSON, fence ('' for none), image count n, the n images,
+# then field/value pairs to set. Returns the new status (also when the fenced run repeats the outcome it wrote), 'was:'
+# and the status that refused the change, or 'moved' when the fence no longer holds (false when the job is unknown).
+# The images are written only when the change is made, so a late attempt never overwrites the images of the one that
+# won. Entering `queued` takes it out of the running set.
 TRANSITION = (
     _PRELUDE
+    + _FENCE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
-if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return status end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 8))
-if ARGV[2] == 'running' then
-  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('SADD', KEYS[3], ARGV[5])
-elseif ARGV[2] == 'queued' then
+if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then
+  -- The same run writing the same outcome again (a retry after a reply lost to a dropped connection): done already.
+  if ARGV[8] ~= '' and status == ARGV[2] and redis.call('HGET', KEYS[1], 'attempts') == ARGV[8] then return status end
+  return 'was:' .. status
+end
+if not fenced(KEYS[1], ARGV[8]) then return 'moved' end
+local images = tonumber(ARGV[9])
+for i = 1, images do redis.call('SET', KEYS[4 + i], ARGV[9 + i], 'EX', ARGV[3]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 10 + images))
+if ARGV[2] == 'queued' then
   redis.call('SREM', KEYS[3], ARGV[5])
 else
   settle(KEYS[1], KEYS[3], ARGV[5])

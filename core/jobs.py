@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -42,6 +43,27 @@ class CancelOutcome(StrEnum):
     UNKNOWN = "unknown"
 
 
+class StepSignal(StrEnum):
+    """What a running job's progress write says back to its worker."""
+
+    GO = "go"
+    CANCEL = "cancel"  # a cancel was requested: stop at this step
+    LOST = "lost"  # this attempt no longer owns the job (re-queued meanwhile): stop, write nothing more
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a worker's claim of a job: the attempt it now runs (the fence of its later writes), or why not:
+    `gone` (another claimant took it, or its record is gone), `expired` (ended here: it waited too long), or the status
+    the job had (`canceled`...)."""
+
+    outcome: str
+    attempt: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.attempt is not None
+
+
 def _now() -> float:
     return time.time()
 
@@ -69,6 +91,8 @@ class JobStore:
         self._append = redis.register_script(job_scripts.APPEND)
         self._transition = redis.register_script(job_scripts.TRANSITION)
         self._cancel = redis.register_script(job_scripts.CANCEL)
+        self._claim = redis.register_script(job_scripts.CLAIM)
+        self._step = redis.register_script(job_scripts.STEP)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> JobStore:
@@ -93,8 +117,9 @@ class JobStore:
         inputs: dict[str, bytes] | None = None,
         pipeline: Pipeline | None = None,
     ) -> Job:
-        """Write the record, input images and `queued` event of a new job; they live long enough to wait, run and be
-        read."""
+        """Write the record, input images and `queued` event of a new job and put it on its model's queue, in one
+        transaction (the caller's, when given: it must have started MULTI): a job exists only in its queue. They live
+        long enough to wait, run and be read."""
         if request.seed is None:
             raise ValueError("assign the seed before creating the job")
         now = _now()
@@ -119,7 +144,9 @@ class JobStore:
             fields["owner"] = owner
             fields["active_key"] = keys.api_key_active_jobs_key(owner)
         ttl = queue_ttl + self.job_timeout + self.result_ttl
-        pipe = pipeline if pipeline is not None else self.redis.pipeline()
+        pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
+        if pipeline is None:
+            pipe.multi()  # RQ's enqueue expects MULTI on a pipeline that already has commands
         pipe.hset(keys.job_key(job_id), mapping=fields)
         pipe.expire(keys.job_key(job_id), ttl)
         pipe.zadd(keys.queue_deadlines_key(), {job_id: now + queue_ttl})
@@ -130,6 +157,13 @@ class JobStore:
             pipe.expire(keys.api_key_active_jobs_key(owner), ttl)
         self._add_event(pipe, job_id, QueuedEvent(model=model))
         pipe.expire(keys.job_events_key(job_id), ttl)
+        model_queue(self.redis, model).enqueue(
+            job_id,
+            # RQ keeps its copy a little past our own deadline, so the sweeper (not RQ) decides when it expired.
+            queue_ttl=queue_ttl + self.job_timeout,
+            job_timeout=self.job_timeout,
+            pipeline=pipe,
+        )
         if pipeline is None:
             pipe.execute()
         return self._job_from_fields({k: str(v) for k, v in fields.items()})
@@ -162,20 +196,46 @@ class JobStore:
 
     # --- the worker's side ----------------------------------------------------------------------------------
 
-    def start(self, job_id: str, worker_id: str, total_steps: int, provenance: Provenance | None = None) -> bool:
-        """Mark a queued job running (with its provenance); False, and nothing written, when it is no longer queued."""
-        fields: dict[str, object] = {"started_at": _now(), "worker_id": worker_id, "step": 0, "total": total_steps}
+    def claim(
+        self,
+        job_id: str,
+        worker_id: str,
+        total_steps: int,
+        provenance: Provenance | None = None,
+        *,
+        dequeued: bool = False,
+    ) -> Claim:
+        """Take a queued job for `worker_id` and start it, atomically: off its list (RQ's intermediate list when the
+        worker's queue loop `dequeued` it, else the queue itself: a batch mate), `running` under this worker, one more
+        attempt (the fence of the run's later writes), `started` event. A job whose queue deadline passed ends
+        `expired` instead. See `Claim` for the outcomes."""
+        model = self.redis.hget(keys.job_key(job_id), "model")
+        if model is None:
+            return Claim("gone")
+        queue = model_queue(self.redis, model.decode())
+        fields: dict[str, object] = {"total": total_steps}
         if provenance is not None:
             fields["provenance"] = provenance.model_dump_json()
-        started = self._run_transition(
-            job_id,
-            allowed=(JobStatus.QUEUED,),
-            new=JobStatus.RUNNING,
-            ttl=self.job_timeout + self.result_ttl,
-            event=StartedEvent(worker_id=worker_id, total=total_steps),
-            fields=fields,
+        args: list[object] = [job_id, worker_id, _now(), self.job_timeout + self.result_ttl, self.events_max_len]
+        args += [StartedEvent(worker_id=worker_id, total=total_steps).model_dump_json()]
+        args += [ExpiredEvent().model_dump_json(), self.result_ttl]
+        for name, value in fields.items():
+            args.extend([name, value])
+        result = self._claim(
+            keys=[
+                keys.job_key(job_id),
+                keys.job_events_key(job_id),
+                keys.running_jobs_key(),
+                keys.webhook_deliveries_key(),
+                queue.intermediate_key if dequeued else queue.key,
+                queue.rq_job_key(job_id),
+                keys.queue_deadlines_key(),
+            ],
+            args=args,
         )
-        return started == JobStatus.RUNNING.value
+        if isinstance(result, int):
+            return Claim("claimed", result)
+        return Claim(result.decode())
 
     def queue_times(self, job_id: str) -> tuple[float, float] | None:
         """(when the job was accepted, when it expires if not started), epoch seconds; None when unknown."""
@@ -184,34 +244,47 @@ class JobStore:
             return None
         return float(created), float(expires)
 
-    def report_step(self, job_id: str, step: int, total: int, eta_seconds: float, event: AnyEvent | None) -> bool:
-        """Record progress (and publish `event`, if any); returns True when a cancel has been requested."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.job_key(job_id), mapping={"step": step, "total": total, "eta": round(eta_seconds, 3)})
-        if event is not None:
-            self._add_event(pipe, job_id, event)
-        pipe.hget(keys.job_key(job_id), "cancel_requested")
-        return pipe.execute()[-1] is not None
+    def report_step(
+        self,
+        job_id: str,
+        step: int,
+        total: int,
+        eta_seconds: float,
+        event: AnyEvent | None,
+        attempt: int | None = None,
+    ) -> StepSignal:
+        """Record progress (and publish `event`, if any) for the run `attempt` (None: unfenced); says whether to go
+        on, stop for a requested cancel, or stop because the job moved on without this run."""
+        args: list[object] = ["" if attempt is None else attempt, step, total, round(eta_seconds, 3)]
+        args += [self.events_max_len, job_id, event.type if event else "", event.model_dump_json() if event else ""]
+        result = self._step(
+            keys=[keys.job_key(job_id), keys.job_events_key(job_id), keys.webhook_deliveries_key()], args=args
+        )
+        return StepSignal(result.decode())
 
-    def publish(self, job_id: str, event: AnyEvent) -> None:
-        """Append a non-terminal event (a preview, say) to the job's stream."""
+    def publish(self, job_id: str, event: AnyEvent, attempt: int | None = None) -> None:
+        """Append a non-terminal event (a preview, say) to the job's stream, if the run `attempt` still owns it."""
         pipe = self.redis.pipeline(transaction=False)
-        self._add_event(pipe, job_id, event)
+        self._add_event(pipe, job_id, event, attempt)
         pipe.execute()
 
     def cancel_requested(self, job_id: str) -> bool:
         """True once `cancel` asked the running job to stop."""
         return bool(self.redis.hexists(keys.job_key(job_id), "cancel_requested"))
 
-    def mark_succeeded(self, job_id: str, images: list[bytes], content_filtered: list[bool] | None = None) -> bool:
+    def mark_succeeded(
+        self,
+        job_id: str,
+        images: list[bytes],
+        content_filtered: list[bool] | None = None,
+        attempt: int | None = None,
+    ) -> bool:
         """Store the images and end the job `succeeded` (with which images a safety checker filtered, if one ran);
-        False when it had already ended (then nothing changes)."""
+        False when it had already ended or, given the run's `attempt`, moved on without it (then nothing changes, its
+        images included)."""
         urls = [image_url(job_id, i) for i in range(len(images))]
         filtered = content_filtered if content_filtered and any(content_filtered) else []
-        pipe = self.redis.pipeline(transaction=True)
-        for index, data in enumerate(images):
-            pipe.set(keys.job_image_key(job_id, index), data, ex=self.result_ttl)
-        self._run_transition(
+        result = self._run_transition(
             job_id,
             allowed=(JobStatus.RUNNING,),
             new=JobStatus.SUCCEEDED,
@@ -223,12 +296,14 @@ class JobStore:
                 "content_filtered": json.dumps(filtered),
                 "eta": 0,
             },
-            client=pipe,
+            images=images,
+            attempt=attempt,
         )
-        return pipe.execute()[-1] == JobStatus.SUCCEEDED.value.encode()
+        return result == JobStatus.SUCCEEDED.value
 
-    def mark_failed(self, job_id: str, worker_id: str, code: str, message: str) -> bool:
-        """End a queued or running job `failed` with a stable code; False when it had already ended."""
+    def mark_failed(self, job_id: str, worker_id: str, code: str, message: str, attempt: int | None = None) -> bool:
+        """End a queued or running job `failed` with a stable code; False when it had already ended (or, given the
+        run's `attempt`, moved on without it)."""
         error = JobError(code=code, message=message)
         result = self._run_transition(
             job_id,
@@ -237,11 +312,13 @@ class JobStore:
             ttl=self.result_ttl,
             event=FailedEvent(code=code, message=message),
             fields={"finished_at": _now(), "worker_id": worker_id, "error": error.model_dump_json()},
+            attempt=attempt,
         )
         return result == JobStatus.FAILED.value
 
-    def mark_canceled(self, job_id: str, step: int | None) -> bool:
-        """End a running job `canceled` (its cancel was requested); False when it had already ended."""
+    def mark_canceled(self, job_id: str, step: int | None, attempt: int | None = None) -> bool:
+        """End a running job `canceled` (its cancel was requested); False when it had already ended (or, given the
+        run's `attempt`, moved on without it)."""
         result = self._run_transition(
             job_id,
             allowed=(JobStatus.RUNNING,),
@@ -249,6 +326,7 @@ class JobStore:
             ttl=self.result_ttl,
             event=CanceledEvent(step=step),
             fields={"finished_at": _now()},
+            attempt=attempt,
         )
         return result == JobStatus.CANCELED.value
 
@@ -349,10 +427,10 @@ class JobStore:
 
     # --- internals ------------------------------------------------------------------------------------------
 
-    def _add_event(self, pipe: Pipeline, job_id: str, event: AnyEvent) -> None:
+    def _add_event(self, pipe: Pipeline, job_id: str, event: AnyEvent, attempt: int | None = None) -> None:
         self._append(
             keys=[keys.job_key(job_id), keys.job_events_key(job_id), keys.webhook_deliveries_key()],
-            args=[self.events_max_len, job_id, event.type, event.model_dump_json()],
+            args=[self.events_max_len, job_id, event.type, event.model_dump_json(), "" if attempt is None else attempt],
             client=pipe,
         )
 
@@ -365,12 +443,14 @@ class JobStore:
         ttl: int,
         event: AnyEvent,
         fields: dict[str, object],
-        client: Pipeline | None = None,
+        images: list[bytes] | None = None,
+        attempt: int | None = None,
     ) -> str | None:
         assert (event.type in TERMINAL_EVENT_TYPES) == new.is_terminal()
+        images = images or []
         allowed_csv = ",".join(s.value for s in allowed)
         args: list[object] = [allowed_csv, new.value, ttl, self.events_max_len, job_id, event.type]
-        args.append(event.model_dump_json())
+        args += [event.model_dump_json(), "" if attempt is None else attempt, len(images), *images]
         for name, value in fields.items():
             args.extend([name, value])
         job_keys = [
@@ -378,10 +458,9 @@ class JobStore:
             keys.job_events_key(job_id),
             keys.running_jobs_key(),
             keys.webhook_deliveries_key(),
+            *(keys.job_image_key(job_id, index) for index in range(len(images))),
         ]
-        result = self._transition(keys=job_keys, args=args, client=client)
-        if client is not None:
-            return None
+        result = self._transition(keys=job_keys, args=args)
         return result.decode() if result is not None else None
 
     @staticmethod

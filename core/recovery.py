@@ -1,7 +1,14 @@
-"""Recovery sweeps any process may run (the API on a timer, each worker on its heartbeat): running jobs whose
-worker stopped beating, or beats while no longer running them (it lost Redis mid-job), are re-queued (or failed
-`worker_lost` after `max_attempts`), and queued jobs past their queue TTL end `expired`. Every change is a
-compare-and-set, so concurrent sweepers never double-act.
+"""Recovery sweeps any process may run (the API on a timer, each worker on its heartbeat), so that every job is always
+in its queue, running under a live worker's lease, or ended:
+
+- running jobs whose worker stopped beating, or beats while no longer running them (it lost Redis mid-job, or a
+  failover lost its claim), are re-queued at the front (or failed `worker_lost` after `max_attempts`);
+- jobs a worker's queue loop moved to RQ's intermediate list and never claimed (it died, or lost Redis, in between)
+  go back to the front of their queue once seen there for `stranded_seconds`;
+- queued jobs past their queue TTL end `expired`.
+
+Every change is a compare-and-set (Lua or WATCH/MULTI), so concurrent sweepers never double-act, and a worker whose
+job was taken back can no longer write to it (its writes are fenced by its attempt, `core/job_scripts.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from redis import Redis
 
 from core import keys
 from core.jobs import JobStore
-from core.queueing import model_queue
+from core.queueing import model_queue, model_queues
 from core.schemas import JobStatus, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -69,7 +76,31 @@ def expire_overdue_jobs(redis: Redis, store: JobStore, now: float | None = None)
     return expired
 
 
-def sweep(redis: Redis, store: JobStore, max_attempts: int) -> None:
-    """One pass of both recoveries."""
+def give_back_stranded_jobs(
+    redis: Redis, store: JobStore, stranded_seconds: float, now: float | None = None
+) -> list[str]:
+    """Return to the front of its queue each job left in RQ's intermediate list for `stranded_seconds` (first seen
+    there by a sweep; a worker claims within milliseconds); forget ids there whose job is no longer queued."""
+    now = time.time() if now is None else now
+    returned = []
+    for queue in model_queues(redis):
+        for job_id in queue.dequeued_ids:
+            key = keys.job_key(job_id)
+            status, since = redis.hmget(key, ["status", "stranded_since"])
+            if status != JobStatus.QUEUED.value.encode():
+                queue.drop_dequeued(job_id)
+            elif since is None:
+                redis.hsetnx(key, "stranded_since", now)
+            elif now - float(since) >= stranded_seconds and queue.give_back(
+                job_id, queue_ttl=store.queue_ttl + store.job_timeout, job_timeout=store.job_timeout
+            ):
+                returned.append(job_id)
+                log.warning("job %s given back to its queue: dequeued but never claimed", job_id)
+    return returned
+
+
+def sweep(redis: Redis, store: JobStore, max_attempts: int, stranded_seconds: float) -> None:
+    """One pass of every recovery."""
     reap_lost_jobs(redis, store, max_attempts)
+    give_back_stranded_jobs(redis, store, stranded_seconds)
     expire_overdue_jobs(redis, store)

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from core.jobs import JobStore
 from core.recovery import sweep
@@ -27,9 +28,11 @@ class Sweeper(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.settings.reaper_seconds):
             try:
-                sweep(self.redis, self.store, self.settings.max_attempts)
-            except Exception:  # Redis down: try again next time
-                log.warning("recovery sweep failed", exc_info=True)
+                sweep(self.redis, self.store, self.settings.max_attempts, self.settings.stranded_seconds)
+            except RedisError as exc:  # Redis away: try again next time, one line each
+                log.warning("recovery sweep skipped: Redis unavailable (%s)", exc)
+            except Exception:
+                log.exception("recovery sweep failed")
 
     def stop(self) -> None:
         """Stop and wait for the thread."""

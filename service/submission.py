@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import secrets
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -18,6 +20,7 @@ from core import keys
 from core.catalog import BUILTIN_MODELS, ModelEntry, entry_of, model_entries, served_entry
 from core.jobs import JobStore
 from core.queueing import model_queue
+from core.redis_connection import execute_replicated, replicated_transaction
 from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_limits
 from core.settings import Settings
 from core.workers import live_workers
@@ -27,6 +30,8 @@ from service.inputs import prepare_inputs
 from service.metrics import JOBS_SUBMITTED
 from service.queue_view import predict_wait
 from service.webhook_targets import WebhookTargetRefusedError, check_webhook_url
+
+log = logging.getLogger(__name__)
 
 # Retry-After of a 503 for a model without a live worker: about one worker start-up.
 NO_WORKER_RETRY_SECONDS = 10
@@ -94,7 +99,7 @@ def apply_model_defaults(request: GenerateRequest, model: str, entry: ModelEntry
         raise RequestValidationError(exc.errors(include_url=False)) from exc
 
 
-def _check_webhook(request: GenerateRequest, settings: Settings) -> None:
+def _check_webhook(request: GenerateRequest, settings: Settings, caller: Caller) -> None:
     if not request.webhook_url:
         return
     if not settings.webhook_secret:
@@ -102,6 +107,19 @@ def _check_webhook(request: GenerateRequest, settings: Settings) -> None:
     try:
         check_webhook_url(request.webhook_url, settings.webhook_allow_hosts)
     except WebhookTargetRefusedError as exc:
+        # An SSRF probe shows here first: log who tried which host and why it was refused, not only at delivery.
+        try:
+            host = urlsplit(request.webhook_url).hostname
+        except ValueError:  # an unparsable URL (its refusal says so)
+            host = None
+        reason = str(exc).removeprefix("webhook_url: ")
+        log.warning(
+            "webhook target refused at submission: key %s, host %s: %s",
+            caller.key_id or "anonymous",
+            host,
+            reason,
+            extra={"key_id": caller.key_id, "webhook_host": host, "reason": reason},
+        )
         raise ApiError(422, str(exc), code="invalid_request", details=[{"field": "webhook_url"}]) from exc
 
 
@@ -169,7 +187,7 @@ def submit(
             return replayed, True
 
     request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
-    _check_webhook(request, settings)
+    _check_webhook(request, settings, caller)
     model, entry = _resolve_model(request, redis, settings)
     request = apply_model_defaults(request, model, entry)
     check_limits(request, max_pixels=settings.max_pixels)  # the job's final size: the model's defaults applied
@@ -185,16 +203,30 @@ def submit(
             replayed = _replay(redis, store, idem_key, body_hash)
             if replayed is not None:
                 return replayed, True
-    pipe = redis.pipeline(transaction=True)
+    pipe = replicated_transaction(redis)  # a transaction that can WAIT for replicas on the connection that wrote it
     pipe.multi()  # explicit MULTI first: RQ's enqueue expects it when handed a pipeline that already has commands
-    job = store.create(job_id, model, request, owner=caller.key_id, inputs=inputs, pipeline=pipe)
-    model_queue(redis, model).enqueue(
-        job_id,
-        # RQ keeps its copy a little past our own deadline, so the sweeper (not RQ) decides when it expired.
-        queue_ttl=store.job_queue_ttl(request) + settings.job_timeout_seconds,
-        job_timeout=settings.job_timeout_seconds,
-        pipeline=pipe,
-    )
-    pipe.execute()
+    job = store.create(job_id, model, request, owner=caller.key_id, inputs=inputs, pipeline=pipe)  # record + queue
+    _, replicas = execute_replicated(pipe, settings.redis_min_replicas, settings.redis_replica_timeout_ms)
     JOBS_SUBMITTED.labels(model).inc()
+    if replicas is not None and replicas < settings.redis_min_replicas:
+        raise _not_replicated(job, replicas, settings)
     return job, False
+
+
+def _not_replicated(job: Job, replicas: int, settings: Settings) -> ApiError:
+    """The 503 of a job written to the primary that too few replicas acknowledged in time: it is queued and will
+    run, unless the primary is lost before it reaches a replica (a failover then forgets it)."""
+    return ApiError(
+        503,
+        f"job {job.id} is queued on the Redis primary, but {replicas} of the {settings.redis_min_replicas} replicas "
+        f"required acknowledged it within {settings.redis_replica_timeout_ms} ms: a failover now could lose it. "
+        f"Follow it with GET /jobs/{job.id}, or retry with the same Idempotency-Key (not without one: that "
+        "queues a second job)",
+        code="not_replicated",
+        details={
+            "job_id": job.id,
+            "replicas_acknowledged": replicas,
+            "replicas_required": settings.redis_min_replicas,
+        },
+        headers={"Retry-After": "1"},
+    )

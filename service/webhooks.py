@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from prometheus_client import Counter
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from standardwebhooks import Webhook
 
 from core import keys
@@ -209,6 +209,10 @@ class WebhookDeliverer:
             try:
                 self.run_once(block_ms=POLL_MS)
                 failures = 0
+            except RedisError as exc:  # Redis away: one line per pass, no traceback; deliveries wait in the stream
+                failures += 1
+                log.warning("webhook delivery paused: Redis unavailable (%s; %d in a row)", exc, failures)
+                self._stopping.wait(min(30.0, 2.0 ** min(failures, 5)))
             except Exception:
                 failures += 1
                 log.exception("webhook delivery pass failed (%d in a row)", failures)

@@ -1,5 +1,11 @@
-"""The job lifecycle inside a worker: admit, batch, generate, then encode and store off the GPU's path; or cancel,
-expire, or fail with a stable code.
+"""The job lifecycle inside a worker: admit, claim, batch, generate, then encode and store off the GPU's path; or
+cancel, expire, or fail with a stable code.
+
+Every write a run makes after its claim is fenced by its attempt (`core/job_scripts.py`): if the job moved on without
+it (a sweeper re-queued it while this worker was cut off from Redis), the run stops and its result is discarded. A
+Redis outage never kills a run: progress writes are skipped while Redis is away, and the outcome (the encoded images,
+or the failure) is kept in memory and written when Redis is back, for up to `IMAGEGEN_OUTAGE_HOLD_SECONDS`; past that
+the run lets go and the sweep re-queues the job.
 """
 
 from __future__ import annotations
@@ -7,14 +13,17 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from PIL import Image
 from pydantic import ValidationError
+from redis.exceptions import RedisError
+from rq.timeouts import JobTimeoutException
 
 from core.eta import job_work
-from core.jobs import JobStore
+from core.jobs import JobStore, StepSignal
 from core.logs import bound_job
 from core.queueing import model_queue
 from core.schemas import GenerateRequest, LimitExceededError, check_limits
@@ -37,6 +46,8 @@ def error_code(exc: BaseException) -> str:
     """The stable code a job failure reports for an exception."""
     if ResidentPipeline.is_out_of_memory(exc):
         return "out_of_memory"
+    if isinstance(exc, JobTimeoutException):
+        return "timeout"
     if isinstance(exc, ValidationError | LimitExceededError | ValueError):
         return "invalid_request"
     return "internal"
@@ -44,10 +55,11 @@ def error_code(exc: BaseException) -> str:
 
 @dataclass
 class ActiveJob:
-    """A job this worker started: its request and its step reporter."""
+    """A job this worker claimed: its request, the attempt it runs (the fence of its writes), its step reporter."""
 
     job_id: str
     request: GenerateRequest
+    attempt: int
     reporter: StepReporter
     inputs: dict[str, Image.Image]
 
@@ -85,13 +97,13 @@ class GenerationEngine:
         self.finisher.shutdown(wait=True)
 
     def run(self, job_id: str) -> None:
-        """Run one dequeued job (its request read from the job record), with compatible queued jobs as batch mates,
-        each to a terminal state (results may still be being stored when this returns); failures are recorded on the
-        jobs, never raised."""
+        """Run one job the worker's queue loop dequeued (moved to RQ's intermediate list; its request is read from the
+        job record), with compatible queued jobs as batch mates, each to a terminal state (results may still be being
+        stored when this returns); failures are recorded on the jobs, never raised."""
         self.status.state = WorkerState.BUSY
         metrics.WORKER_BUSY.labels(self.model_name).set(1)
         try:
-            first = self._admit(job_id)
+            first = self._admit(job_id, dequeued=True)
             if first is not None:
                 batch = [first, *self._claim_batch_mates(first.request)]
                 self._run_batch(batch)
@@ -101,44 +113,64 @@ class GenerationEngine:
 
     # --- admission ------------------------------------------------------------------------------------------
 
-    def _admit(self, job_id: str, request: GenerateRequest | None = None) -> ActiveJob | None:
-        """Start the job if it may run; else settle it (expired, canceled meanwhile, invalid) and return None.
-        `request`: the job's, when already read from its record."""
+    def _admit(
+        self, job_id: str, request: GenerateRequest | None = None, *, dequeued: bool = False
+    ) -> ActiveJob | None:
+        """Claim the job and start it, or settle it (expired, canceled meanwhile, invalid) and return None.
+        `request`: the job's, when already read from its record; `dequeued`: taken by the queue loop (else a batch
+        mate, claimed off the queue)."""
         with bound_job(job_id):
+            problem: Exception | None = None  # settled as `failed` once claimed, so that only the claimant writes it
+            total, record, inputs, times = 0, None, {}, None
             try:
                 if request is None:
-                    request = self.store.requests([job_id])[0]  # one read and one validation per job
-                if request is None:
+                    try:
+                        request = self.store.requests([job_id])[0]  # one read and one validation per job
+                    except ValidationError as exc:  # written by an older or newer API
+                        problem = exc
+                if request is None and problem is None:
                     log.info("job skipped: its record is gone (expired)")
                     self._count(job_id, "skipped")
                     return None
-                check_limits(request, max_pixels=self.settings.max_pixels)
-                total, record = self.resident.admit(request, self.model_name)
-                inputs = self._load_inputs(job_id, request)
                 times = self.store.queue_times(job_id)
-                if times is not None and time.time() > times[1] and self.store.mark_expired(job_id):
-                    log.info("job expired: it waited past its queue TTL")
-                    self._count(job_id, "expired")
-                    return None
-                self.status.current_jobs.add(job_id)
-                if not self.store.start(job_id, self.worker_id, total, record):
-                    log.info("job skipped: no longer queued (canceled)")
-                    self._count(job_id, "skipped")
-                    return None
-                if times is not None:
-                    self._observe("queue_wait", time.time() - times[0])
-                self._warn_truncated_prompts(job_id, request)
-            except Exception as exc:
-                self._fail(job_id, exc)
+                if request is not None:
+                    try:
+                        check_limits(request, max_pixels=self.settings.max_pixels)
+                        total, record = self.resident.admit(request, self.model_name)
+                        inputs = self._load_inputs(job_id, request)
+                    except RedisError:
+                        raise
+                    except Exception as exc:
+                        problem = exc
+                self.status.current_jobs.add(job_id)  # the heartbeat names it from the instant it may be ours
+                claim = self.store.claim(job_id, self.worker_id, total, record, dequeued=dequeued)
+            except RedisError as exc:
+                # Not claimed, or claimed and then let go: either way the sweep gives it back (unclaimed in the
+                # intermediate list, or running with a heartbeat that no longer names it).
+                log.warning("job not started: Redis unavailable (%s)", exc)
+                self._count(job_id, "skipped")
                 return None
+            if not claim:
+                outcome = "expired" if claim.outcome == "expired" else "skipped"
+                log.info("job not started: %s", claim.outcome)
+                self._count(job_id, outcome)
+                return None
+            assert claim.attempt is not None
+            if problem is not None or request is None:
+                self._fail(job_id, problem or ValueError("no request"), claim.attempt)
+                return None
+            if times is not None:
+                self._observe("queue_wait", time.time() - times[0])
+            self._warn_truncated_prompts(job_id, request)
         reporter = StepReporter(
             self.store,
             job_id,
+            attempt=claim.attempt,
             events_per_second=self.settings.step_events_per_second,
             preview_every=request.preview_every,
             preview=self.resident.preview,
         )
-        return ActiveJob(job_id, request, reporter, inputs)
+        return ActiveJob(job_id, request, claim.attempt, reporter, inputs)
 
     def _load_inputs(self, job_id: str, request: GenerateRequest) -> dict[str, Image.Image]:
         """Decode the input images the API stored beside the job (it checked them already)."""
@@ -161,10 +193,12 @@ class GenerationEngine:
         images_left = self.settings.max_batch_images - first.num_images
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
         while jobs_left > 0 and images_left > 0:
-            for job_id, request in self._compatible_queued(first, jobs_left, images_left + first.num_images):
-                if not self.queue.claim(job_id):
-                    continue  # another worker took it first
-                mate = self._admit(job_id, request)
+            try:
+                compatible = self._compatible_queued(first, jobs_left, images_left + first.num_images)
+            except RedisError:
+                break  # run what is claimed already
+            for job_id, request in compatible:
+                mate = self._admit(job_id, request)  # None when another worker claimed it first
                 if mate is not None:
                     mates.append(mate)
                     jobs_left -= 1
@@ -193,10 +227,16 @@ class GenerationEngine:
 
         def on_step(step: int, total: int, latents: Latents) -> bool:
             for job, part in zip(batch, parts, strict=True):
-                if job.job_id in live and job.reporter(step, total, latents[part]):
+                if job.job_id not in live:
+                    continue
+                signal = job.reporter(step, total, latents[part])
+                if signal is StepSignal.CANCEL:
                     live.discard(job.job_id)
                     self._cancel(job, step)
-            return not live  # stop the loop once every job of the batch is canceled
+                elif signal is StepSignal.LOST:
+                    live.discard(job.job_id)
+                    self._let_go(job.job_id, "the job moved on without this run (re-queued while Redis was away)")
+            return not live  # stop the loop once no job of the batch is left to run
 
         metrics.BATCH_SIZE.labels(self.model_name).observe(sum(r.num_images for r in requests))
         try:
@@ -208,20 +248,23 @@ class GenerationEngine:
             for job in batch:
                 if job.job_id in live:
                     with bound_job(job.job_id):
-                        self._fail(job.job_id, exc)
+                        self._fail(job.job_id, exc, job.attempt)
             return
         denoise_seconds = self._observe_device_time(generation)
         if not live:
             self.resident.release_memory()
             return
-        record_speed(self.store.redis, self.model_name, denoise_seconds, sum(job_work(r) for r in requests))
+        try:
+            record_speed(self.store.redis, self.model_name, denoise_seconds, sum(job_work(r) for r in requests))
+        except RedisError:
+            log.warning("speed not recorded: Redis unavailable")
         for job, job_images in zip(batch, generation.images, strict=True):
             if job.job_id in live:
                 self._pending = [f for f in self._pending if not f.done()]
                 self._pending.append(self.finisher.submit(self._finish, job, job_images))
 
     def _finish(self, job: ActiveJob, images: list[Image.Image]) -> None:
-        """Encode and store one job's images (on the finisher thread)."""
+        """Encode and store one job's images (on the finisher thread), holding them through a Redis outage."""
         with bound_job(job.job_id):
             try:
                 started = time.perf_counter()
@@ -240,32 +283,66 @@ class GenerationEngine:
                 filtered = [self.resident.is_filtered(image) for image in images]
                 if any(filtered):
                     log.warning("safety checker filtered images", extra={"filtered": filtered})
-                stored = self.store.mark_succeeded(job.job_id, encoded, filtered)
-                self._observe("store", time.perf_counter() - started)
-                if stored:
-                    metrics.IMAGES.labels(self.model_name).inc(len(encoded))
-                    log.info("job succeeded", extra={"images": len(encoded)})
-                self._count(job.job_id, "succeeded" if stored else "canceled")
+                stored = self._persist(
+                    "result", lambda: self.store.mark_succeeded(job.job_id, encoded, filtered, job.attempt)
+                )
             except Exception as exc:
-                self._fail(job.job_id, exc)
+                self._fail(job.job_id, exc, job.attempt)
+                return
+            self._observe("store", time.perf_counter() - started)
+            if stored:
+                metrics.IMAGES.labels(self.model_name).inc(len(encoded))
+                log.info("job succeeded", extra={"images": len(encoded)})
+                self._count(job.job_id, "succeeded")
+            elif stored is False:
+                self._let_go(job.job_id, "result discarded: the job ended or moved on without this run")
+            else:
+                self._let_go(job.job_id, "result discarded: Redis stayed away past the hold time")
 
     # --- outcomes -------------------------------------------------------------------------------------------
 
+    def _persist(self, what: str, write: Callable[[], bool]) -> bool | None:
+        """Run one write of a job's outcome, retrying with backoff while Redis is away, for up to
+        `outage_hold_seconds`: its result (False when the job had moved on), or None when Redis never came back."""
+        deadline = time.monotonic() + self.settings.outage_hold_seconds
+        delay = 0.25
+        while True:
+            try:
+                return write()
+            except RedisError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("could not write the job's %s: Redis unavailable (%s); giving the job up", what, exc)
+                    return None
+                log.warning("Redis unavailable while writing the job's %s (%s); retrying in %.2fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _cancel(self, job: ActiveJob, step: int) -> None:
         with bound_job(job.job_id):
-            self.store.mark_canceled(job.job_id, step)
-            log.info("job canceled", extra={"step": step})
-            self._count(job.job_id, "canceled")
+            if self._persist("cancel", lambda: self.store.mark_canceled(job.job_id, step, job.attempt)):
+                log.info("job canceled", extra={"step": step})
+                self._count(job.job_id, "canceled")
+            else:
+                self._let_go(job.job_id, "cancel not recorded: the job ended or moved on without this run")
 
-    def _fail(self, job_id: str, exc: Exception) -> None:
+    def _fail(self, job_id: str, exc: Exception, attempt: int) -> None:
         code = error_code(exc)
         log.exception("job failed", extra={"code": code})
+        message = str(exc) or type(exc).__name__
         try:
-            self.store.mark_failed(job_id, self.worker_id, code, str(exc) or type(exc).__name__)
+            if not self._persist(
+                "failure", lambda: self.store.mark_failed(job_id, self.worker_id, code, message, attempt)
+            ):
+                log.warning("failure not recorded: the job ended or moved on without this run")
         finally:
             self._count(job_id, "failed")
             if code == "out_of_memory":
                 self.resident.release_memory()
+
+    def _let_go(self, job_id: str, reason: str) -> None:
+        """Stop caring for a job this run no longer owns (the sweep re-queues it if nobody else runs it)."""
+        log.warning(reason)
+        self._count(job_id, "lost")
 
     def _count(self, job_id: str, outcome: str) -> None:
         self.status.current_jobs.discard(job_id)
@@ -276,8 +353,11 @@ class GenerationEngine:
     def _warn_truncated_prompts(self, job_id: str, request: GenerateRequest) -> None:
         """Record a warning on the job when a prompt is longer than the text encoder's window (it gets truncated)."""
         for warning in self.resident.truncation_warnings(request, self.settings.long_prompts):
-            self.store.add_warning(job_id, warning)
             log.warning(warning)
+            try:
+                self.store.add_warning(job_id, warning)
+            except RedisError:
+                log.warning("warning not recorded on the job: Redis unavailable")
 
     def _observe_device_time(self, generation: Generation) -> float:
         """Record each step and phase of the pipeline call; returns the denoising time."""

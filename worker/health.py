@@ -26,10 +26,11 @@ class WorkerStatus:
         self.state = WorkerState.STARTING
         self.detail = ""
         self.current_jobs: set[str] = set()  # started here and not yet settled (computing, or being stored)
+        self.redis_error: str | None = None  # set while Redis is unreachable: not ready, the model stays loaded
 
     @property
     def ready(self) -> bool:
-        return self.state in (WorkerState.READY, WorkerState.BUSY)
+        return self.state in (WorkerState.READY, WorkerState.BUSY) and self.redis_error is None
 
 
 def serve_health(status: WorkerStatus, host: str, port: int) -> ThreadingHTTPServer:
@@ -41,7 +42,8 @@ def serve_health(status: WorkerStatus, host: str, port: int) -> ThreadingHTTPSer
                 self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
             elif self.path in ("/healthz", "/readyz"):
                 ok = self.path == "/healthz" or status.ready
-                body = json.dumps({"state": status.state.value, "detail": status.detail}).encode()
+                state = {"state": status.state.value, "detail": status.detail, "redis": status.redis_error or "ok"}
+                body = json.dumps(state).encode()
                 self._send(200 if ok else 503, body, "application/json")
             else:
                 self._send(404, b'{"error": "not found"}', "application/json")

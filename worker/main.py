@@ -1,30 +1,43 @@
-"""`imagegen worker`: load the model once, warm up, register with a heartbeat, then serve jobs in-process."""
+"""`imagegen worker`: load the model once, warm up, register with a heartbeat, then serve jobs in-process.
+
+The worker outlives Redis: through an outage of any length (or a Sentinel failover) it keeps its pipeline loaded,
+reports not-ready on its health port, reconnects with backoff and serves again. It exits only on SIGTERM/SIGINT
+(after the current job) or when its model cannot be loaded.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import FrameType
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+from rq.utils import now as rq_now
+from rq.worker import WorkerStatus as RqWorkerState
+from rq.worker_registration import clean_worker_registry
 
 from core.catalog import with_served_model
 from core.jobs import JobStore
 from core.logs import configure_logging
-from core.queueing import model_queue
 from core.recovery import sweep
+from core.redis_connection import redis_client
 from core.schemas import WorkerInfo
 from core.settings import Settings
 from core.workers import publish_worker, remove_worker
-from worker import metrics, tasks
+from worker import metrics
 from worker.engine import GenerationEngine
 from worker.health import WorkerState, WorkerStatus, serve_health
 from worker.pipeline.resident import ResidentPipeline
@@ -44,6 +57,7 @@ class Heartbeat(threading.Thread):
         self.status = status
         self.interval = interval
         self.sweep = sweep
+        self.rq_worker: SimpleWorker | None = None  # the queue loop's RQ worker: its record is kept alive too
         self.stopped = threading.Event()
 
     def beat(self) -> None:
@@ -57,19 +71,62 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 self.beat()
+                if self.rq_worker is not None:
+                    self.rq_worker.heartbeat()  # RQ's record lives while a long job runs
                 self.sweep()  # every live worker also looks for jobs that lost theirs
-            except Exception:  # a Redis hiccup must not kill the heartbeat; the next beat retries
+            except RedisError as exc:  # not ready until Redis answers again; the next beat retries
+                if self.status.redis_error is None:
+                    log.warning("Redis unavailable: not ready until it answers (%s)", exc)
+                self.status.redis_error = f"{type(exc).__name__}: {exc}"
+                continue
+            except Exception:  # a bug in a sweep must not kill the heartbeat
                 log.warning("heartbeat failed", exc_info=True)
+            if self.status.redis_error is not None:
+                log.info("Redis answers again: ready")
+            self.status.redis_error = None
 
 
 class GenerationWorker(SimpleWorker):
-    """RQ's in-process worker (no fork after CUDA starts) that remembers whether a signal asked it to stop."""
+    """RQ's in-process worker (no fork after CUDA starts) whose jobs are run by the engine, which claims each one off
+    RQ's intermediate list itself (`JobStore.claim`): RQ's own execution bookkeeping (started/finished registries,
+    results) is not used, and RQ's cleanup of the intermediate list is left to imagegen's sweep, which gives an
+    unclaimed job back to its queue instead of failing it. It remembers whether a signal asked it to stop."""
 
     signaled = False
+    engine: GenerationEngine
 
-    def request_stop(self, signum: int, frame: object) -> None:
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._state = RqWorkerState.BUSY  # RQ's warm shutdown reads it: a signal now waits for the job to end
+        with contextlib.suppress(RedisError):
+            self.set_state(RqWorkerState.BUSY)
+        try:
+            with self.death_penalty_class(job.timeout or Queue.DEFAULT_TIMEOUT, JobTimeoutException, job_id=job.id):
+                self.engine.run(job.id)
+        finally:
+            self._state = RqWorkerState.IDLE
+            with contextlib.suppress(RedisError):
+                self.set_state(RqWorkerState.IDLE)
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance, less its intermediate-list cleanup (which would fail an unclaimed job in RQ's terms and
+        drop it from the list: imagegen's sweep gives it back instead)."""
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                clean_worker_registry(queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = rq_now()
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Warm shutdown, as RQ's, without touching Redis in the signal handler (it may be away)."""
         self.signaled = True
-        super().request_stop(signum, frame)
+        self._shutdown_requested_date = rq_now()
+        signal.signal(signal.SIGINT, self.request_force_stop)
+        signal.signal(signal.SIGTERM, self.request_force_stop)
+        if self.get_state() == RqWorkerState.BUSY:
+            self._stop_requested = True  # RQ's loop stops after the current job
+            log.info("stopping after the current job (a second signal stops at once)")
+        else:
+            raise StopRequested()
 
     def subscribe(self) -> None:
         """RQ's command channel, read by a thread that wakes every second: RQ's own waits up to 60 s between reads,
@@ -81,22 +138,46 @@ class GenerationWorker(SimpleWorker):
         )
 
 
-def serve_queue(redis: Redis, model_name: str, worker_id: str, settings: Settings) -> None:
-    """Run RQ's in-process worker until a signal stops it; if Redis goes away, wait for it and go on."""
+# RQ's worker record lives this long without a beat (the heartbeat thread beats it), and its queue loop blocks this
+# long less 15 s on BLMOVE: short, so that a dead connection is noticed soon.
+RQ_WORKER_TTL = 30
+# Longest wait between reconnection tries while Redis is away (RQ's own default is 60 s).
+MAX_RECONNECT_SECONDS = 5.0
+
+
+def serve_queue(
+    redis: Redis, engine: GenerationEngine, heartbeat: Heartbeat, worker_id: str, settings: Settings
+) -> None:
+    """Run RQ's in-process worker until a signal stops it; if Redis goes away, wait for it (with backoff) and go on."""
     delay = 1.0
     while True:
-        rq_worker = GenerationWorker(
-            [model_queue(redis, model_name).rq],
-            connection=redis,
-            name=f"{worker_id}.{uuid.uuid4().hex[:6]}",  # fresh: RQ refuses a name whose old record survived
-            serializer=JSONSerializer,
-        )
-        rq_worker.work(logging_level=settings.log_level.upper())
-        if rq_worker.signaled:  # SIGTERM/SIGINT: RQ finished the current job and stopped, as asked
+        rq_worker: GenerationWorker | None = None
+        try:
+            rq_worker = GenerationWorker(  # RQ names its connection here: Redis may be away already
+                [engine.queue.rq],
+                connection=redis,
+                name=f"{worker_id}.{uuid.uuid4().hex[:6]}",  # fresh: RQ refuses a name whose old record survived
+                serializer=JSONSerializer,
+                worker_ttl=RQ_WORKER_TTL,
+            )
+            rq_worker.engine = engine
+            rq_worker.max_connection_wait_time = MAX_RECONNECT_SECONDS
+            heartbeat.rq_worker = rq_worker
+            rq_worker.work(logging_level=settings.log_level.upper())
+        except StopRequested:
+            return
+        except Exception as exc:  # Redis went away in RQ's bookkeeping: start a new loop once it is back
+            heartbeat.status.redis_error = heartbeat.status.redis_error or f"{type(exc).__name__}: {exc}"
+            log.warning("the queue loop stopped: %s: %s", type(exc).__name__, exc)
+        heartbeat.rq_worker = None
+        if rq_worker is not None and rq_worker.signaled:  # SIGTERM/SIGINT: the current job finished, as asked
             return
         log.warning("the queue loop ended without a stop request (Redis unreachable?); retrying in %.0fs", delay)
-        time.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        try:
+            time.sleep(delay)  # a signal now (RQ's handler) raises StopRequested
+        except StopRequested:
+            return
+        delay = min(delay * 2, MAX_RECONNECT_SECONDS)
         with contextlib.suppress(RedisError):
             if redis.ping():
                 delay = 1.0
@@ -112,7 +193,7 @@ def run_worker(settings: Settings) -> None:
     if settings.metrics_port:
         server = serve_health(status, settings.metrics_host, settings.metrics_port)
         log.info("metrics and health on port %d", server.server_address[1])
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)  # a Sentinel-managed client follows a failover to the new primary
     store = JobStore.from_settings(redis, settings)
 
     started = time.perf_counter()
@@ -127,7 +208,6 @@ def run_worker(settings: Settings) -> None:
     metrics.MODEL_LOAD_SECONDS.labels(model_name).set(time.perf_counter() - started)
     metrics.WORKER_BUSY.labels(model_name).set(0)
     metrics.register_gpu_memory(resident.device)
-    tasks.install_engine(engine)
 
     now = datetime.now(UTC)
     info = WorkerInfo(
@@ -144,16 +224,23 @@ def run_worker(settings: Settings) -> None:
     )
     status.state = WorkerState.READY
     heartbeat = Heartbeat(
-        redis, info, status, settings.heartbeat_seconds, lambda: sweep(redis, store, settings.max_attempts)
+        redis,
+        info,
+        status,
+        settings.heartbeat_seconds,
+        lambda: sweep(redis, store, settings.max_attempts, settings.stranded_seconds),
     )
-    heartbeat.beat()
+    try:
+        heartbeat.beat()
+    except RedisError as exc:  # Redis away at start: the model stays loaded and the queue loop waits for it
+        status.redis_error = f"{type(exc).__name__}: {exc}"
     heartbeat.start()
     log.info("worker %s ready: model %s (%s) on %s", worker_id, model_name, resident.family, resident.device)
     try:
-        serve_queue(redis, model_name, worker_id, settings)
+        serve_queue(redis, engine, heartbeat, worker_id, settings)
     finally:
         engine.close()  # results still being stored are written before the worker leaves
         heartbeat.stopped.set()
-        remove_worker(redis, worker_id)
-        tasks.install_engine(None)
+        with contextlib.suppress(RedisError):
+            remove_worker(redis, worker_id)
         log.info("worker %s stopped", worker_id)

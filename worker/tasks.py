@@ -1,26 +1,15 @@
-"""The function RQ runs for each queued job (`core.queueing.GENERATE_TASK`), in the worker process itself."""
+"""The function an imagegen RQ job names (`core.queueing.GENERATE_TASK`).
+
+RQ records a function per job; imagegen's worker never calls it: its queue loop (`worker.main.GenerationWorker`)
+hands each dequeued job id to the engine, which claims the job and reads its request from the job record. A plain RQ
+worker pointed at an imagegen queue would call it, and be refused.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rq import get_current_job
 
-from worker.engine import GenerationEngine
-
-_engine: GenerationEngine | None = None
-
-
-def install_engine(engine: GenerationEngine | None) -> None:
-    """Make `engine` the one that queued jobs run on (set by the worker at start-up, cleared at exit)."""
-    global _engine
-    _engine = engine
-
-
-def generate(*_older_payload: Any) -> None:
-    """Run the current RQ job on the resident engine; the job's id is the imagegen job id and its request is read
-    from the job record. (Jobs queued by an older API also carry the request as an argument: it is ignored.)"""
-    job = get_current_job()
-    if _engine is None or job is None:
-        raise RuntimeError("worker.tasks.generate runs only inside an imagegen worker")
-    _engine.run(job.id)
+def generate(*_payload: Any) -> None:
+    """Refuse to run outside imagegen's worker (see the module docstring)."""
+    raise RuntimeError("imagegen jobs run only in `imagegen worker` (worker/main.py), which claims them itself")

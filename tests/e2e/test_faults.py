@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 from redis.exceptions import RedisError
@@ -105,18 +107,26 @@ def test_redis_killed_and_restarted_with_append_only_keeps_jobs_and_results(cach
         assert finished["status"] == "succeeded"
         image_before = stack.client.get(finished["images"][0]).content
 
-        # Keep the worker busy so the next jobs wait in the queue, then kill Redis outright.
+        # Keep the worker busy so the next jobs wait in the queue, then kill Redis outright, and keep it away for
+        # longer than a blip (several of the worker's reconnection tries and missed heartbeats).
         busy = stack.submit(**LONG, steps=12)
         queued = [stack.submit(prompt=f"queued {i}", width=64, height=64, steps=2) for i in range(2)]
         server.send_signal(signal.SIGKILL)
         server.wait()
+        health = f"http://127.0.0.1:{stack.metrics_port}/readyz"
+        not_ready = wait_until(lambda: httpx.get(health).status_code == 503, 30, "the worker to report not ready")
+        assert not_ready and stack.worker.popen.poll() is None  # it stays, model loaded, and waits for Redis
+        time.sleep(4)
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         wait_until(lambda: _answers(redis_url), 30, "redis again")
 
-        # The job running when Redis died is re-queued (its worker beats again without it) and completes.
+        # The job that was running completes (its result held, or re-run once its lease lapsed), and so do the
+        # queued ones, on the same worker process.
         for job in [busy, *queued]:
             done = stack.wait_job(job["id"], timeout=180)
             assert done["status"] == "succeeded", done
+        assert stack.worker.popen.poll() is None, stack.worker.log()
+        wait_until(lambda: httpx.get(health).status_code == 200, 30, "the worker to report ready again")
         assert stack.client.get(finished["images"][0]).content == image_before
     finally:
         stack.stop()

@@ -94,7 +94,7 @@ def test_image_404_while_not_ready_then_served(client: TestClient, store: JobSto
     assert response.status_code == 404
     assert "no images yet" in response.json()["error"]["message"]
 
-    assert store.start(job_id, "w", 3)
+    assert store.claim(job_id, "w", 3)
     assert store.mark_succeeded(job_id, [b"RIFF-webp-bytes"])
     response = client.get(f"/jobs/{job_id}/images/0")
     assert response.status_code == 200

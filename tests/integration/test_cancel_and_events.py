@@ -8,10 +8,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from redis import Redis
+from rq import Queue as RqQueue
 
 from core import keys
 from core.event_stream import read_events
-from core.jobs import CancelOutcome, JobStore
+from core.jobs import CancelOutcome, JobStore, StepSignal
 from core.queueing import model_queue
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
@@ -29,7 +30,6 @@ def _sd15_preview(latents: torch.Tensor, step: int):
 def _queue(store: JobStore, redis: Redis, job_id: str, **fields) -> GenerateRequest:
     request = GenerateRequest(**{"prompt": "x", "seed": 1, "width": 512, "height": 512, "steps": 10, **fields})
     store.create(job_id, "tiny", request)
-    model_queue(redis, "tiny").enqueue(job_id, queue_ttl=60, job_timeout=60)
     return request
 
 
@@ -40,10 +40,14 @@ def _event_types(store: JobStore, job_id: str) -> list[str]:
 def test_cancel_queued_leaves_the_queue_and_never_starts(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "a")
     _queue(store, redis_client, "b")
-    assert store.cancel("a") is CancelOutcome.CANCELED
+    _queue(store, redis_client, "c")
+    RqQueue.dequeue_any([model_queue(redis_client, "tiny").rq], None, connection=redis_client)  # a worker takes "a"
+    assert store.cancel("a") is CancelOutcome.CANCELED  # ... and a cancel comes before its claim
+    assert store.cancel("c") is CancelOutcome.CANCELED
     assert model_queue(redis_client, "tiny").job_ids == ["b"]
     assert store.get("a").status is JobStatus.CANCELED
-    assert store.start("a", "w", 10) is False  # a worker that dequeued it a moment earlier must not run it
+    claim = store.claim("a", "w", 10, dequeued=True)
+    assert not claim and claim.outcome == "canceled"  # the worker that dequeued it must not run it
     assert store.get("a").status is JobStatus.CANCELED
     assert store.get("a").timings.started_at is None
     assert _event_types(store, "a") == ["queued", "canceled"]
@@ -55,13 +59,13 @@ def test_cancel_queued_leaves_the_queue_and_never_starts(store: JobStore, redis_
 def test_cancel_running_is_requested_and_seen_at_the_next_step(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "run")
     _queue(store, redis_client, "other")
-    assert store.start("run", "w", 10)
-    assert store.start("other", "w2", 10)
+    assert store.claim("run", "w", 10)
+    assert store.claim("other", "w2", 10)
     assert store.cancel("run") is CancelOutcome.REQUESTED
     assert store.get("run").status is JobStatus.RUNNING
     assert store.get("run").cancel_requested
-    assert store.report_step("run", 3, 10, 1.0, event=None) is True
-    assert store.report_step("other", 3, 10, 1.0, event=None) is False  # another job is untouched
+    assert store.report_step("run", 3, 10, 1.0, event=None) is StepSignal.CANCEL
+    assert store.report_step("other", 3, 10, 1.0, event=None) is StepSignal.GO  # another job is untouched
     assert store.mark_canceled("run", step=3)
     assert store.get("run").status is JobStatus.CANCELED
     assert store.mark_succeeded("run", [b"late"]) is False  # a finished job stays as it ended
@@ -71,7 +75,7 @@ def test_cancel_running_is_requested_and_seen_at_the_next_step(store: JobStore, 
 
 def test_finished_job_cannot_be_canceled(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "done")
-    store.start("done", "w", 10)
+    store.claim("done", "w", 10)
     store.mark_succeeded("done", [b"img"])
     assert store.cancel("done") is CancelOutcome.FINISHED
     assert store.get("done").status is JobStatus.SUCCEEDED
@@ -80,17 +84,21 @@ def test_finished_job_cannot_be_canceled(store: JobStore, redis_client: Redis) -
 
 def test_step_reporter_coalesces_and_keeps_the_last_step(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "slow-rate")
-    store.start("slow-rate", "w", 20)
-    reporter = StepReporter(store, "slow-rate", events_per_second=1e-6, preview_every=0, preview=_sd15_preview)
+    attempt = store.claim("slow-rate", "w", 20).attempt
+    reporter = StepReporter(
+        store, "slow-rate", attempt=attempt, events_per_second=1e-6, preview_every=0, preview=_sd15_preview
+    )
     for step in range(1, 21):
-        assert reporter(step, 20, torch.zeros(1, 4, 8, 8)) is False
+        assert reporter(step, 20, torch.zeros(1, 4, 8, 8)) is StepSignal.GO
     steps = [json.loads(e.data)["step"] for e in read_events(store.redis, "slow-rate") if e.type == "step"]
     assert steps == [1, 20]
     assert store.get("slow-rate").progress.step == 20
 
     _queue(store, redis_client, "fast-rate")
-    store.start("fast-rate", "w", 20)
-    reporter = StepReporter(store, "fast-rate", events_per_second=1e9, preview_every=5, preview=_sd15_preview)
+    attempt = store.claim("fast-rate", "w", 20).attempt
+    reporter = StepReporter(
+        store, "fast-rate", attempt=attempt, events_per_second=1e9, preview_every=5, preview=_sd15_preview
+    )
     for step in range(1, 21):
         reporter(step, 20, torch.randn(1, 4, 8, 8))
     events = read_events(store.redis, "fast-rate")
@@ -116,7 +124,7 @@ def test_delete_answers_by_state(client: TestClient, store: JobStore, redis_clie
     assert client.delete(f"/jobs/{queued}").status_code == 409
 
     running = client.post("/generate", json={"prompt": "x", "width": 64, "height": 64}).json()["id"]
-    store.start(running, "w", 25)
+    store.claim(running, "w", 25)
     response = client.delete(f"/jobs/{running}")
     assert response.status_code == 202
     assert response.json()["status"] == "running"

@@ -21,7 +21,7 @@ def _job(store: JobStore, job_id: str) -> None:
 
 def test_sync_and_async_reads_agree_and_resume_after_an_id(store: JobStore) -> None:
     _job(store, "j")
-    store.start("j", "w", 3)
+    store.claim("j", "w", 3)
     step = StepEvent(step=1, total=3, step_seconds=0.1, elapsed_seconds=0.1, eta_seconds=0.2)
     store.report_step("j", 1, 3, 0.2, step)
     entries = read_events(store.redis, "j")
@@ -49,7 +49,7 @@ def test_follow_waits_for_new_events_and_ends_after_the_terminal_one(store: JobS
             async for entry in follow_events(redis, "j", block_ms=100):
                 seen.append(entry.type)
                 if entry.type == "queued":  # what comes next is written while we wait
-                    await asyncio.to_thread(store.start, "j", "w", 3)
+                    await asyncio.to_thread(store.claim, "j", "w", 3)
                 elif entry.type == "started":
                     await asyncio.to_thread(store.mark_succeeded, "j", [b"png"])
             return seen

@@ -5,12 +5,16 @@ from __future__ import annotations
 from redis import Redis
 
 from core import keys
-from core.jobs import JobStore
+from core.event_stream import read_events
+from core.jobs import JobStore, StepSignal
 from core.schemas import GenerateRequest, JobStatus
 
-# Shared indexes without a TTL: their members leave with their jobs (status scripts, the recovery sweep), and the
-# webhook delivery stream and its retry set are drained by the deliverer.
+# Shared indexes without a TTL: their members leave with their jobs (status scripts, the recovery sweep, a claim),
+# the webhook delivery stream and its retry set are drained by the deliverer, and RQ's queue list and registry of
+# queues hold ids and names only.
 INDEXES = {
+    "rq:queue:imagegen.tiny",
+    "rq:queues",
     keys.running_jobs_key(),
     keys.queue_deadlines_key(),
     keys.webhook_deliveries_key(),
@@ -36,14 +40,14 @@ def test_record_transitions_queued_running_succeeded(redis_client: Redis, store:
     assert store.get("job1") == created
     _assert_every_key_expires(redis_client, store.queue_ttl + store.job_timeout + store.result_ttl)
 
-    assert store.start("job1", "worker-a", total_steps=10)
+    assert store.claim("job1", "worker-a", total_steps=10)
     running = store.get("job1")
     assert running.status is JobStatus.RUNNING
     assert running.worker_id == "worker-a"
     assert running.timings.started_at is not None
     assert running.timings.started_at >= running.timings.created_at
 
-    assert store.report_step("job1", 4, 10, eta_seconds=1.5, event=None) is False
+    assert store.report_step("job1", 4, 10, eta_seconds=1.5, event=None) is StepSignal.GO
     assert store.get("job1").progress.fraction == 0.4
     assert store.get("job1").eta_seconds == 1.5
 
@@ -65,7 +69,9 @@ def test_record_transitions_queued_running_succeeded(redis_client: Redis, store:
 
 def test_failed_record_keeps_code_and_message(redis_client: Redis, store: JobStore) -> None:
     store.create("job2", "tiny", GenerateRequest(prompt="x", seed=1))
-    store.mark_failed("job2", "w", "out_of_memory", "CUDA out of memory")
+    attempt = store.claim("job2", "w", 3).attempt
+    assert not store.mark_failed("job2", "w", "out_of_memory", "CUDA out of memory", attempt=2)  # not its run
+    assert store.mark_failed("job2", "w", "out_of_memory", "CUDA out of memory", attempt=attempt)
     failed = store.get("job2")
     assert failed.status is JobStatus.FAILED
     assert failed.error.code == "out_of_memory"
@@ -78,3 +84,28 @@ def test_failed_record_keeps_code_and_message(redis_client: Redis, store: JobSto
 def test_unknown_job_is_none(store: JobStore) -> None:
     assert store.get("nope") is None
     assert store.get_image("nope", 0) is None
+
+
+def test_a_stale_run_can_no_longer_write(redis_client: Redis, store: JobStore) -> None:
+    """Attempt 1 lost its job (re-queued while its worker was cut off) and attempt 2 runs it: every write of attempt
+    1 is refused, images included, so the job's one outcome is attempt 2's."""
+    store.create("job3", "tiny", GenerateRequest(prompt="x", seed=1, steps=4))
+    first = store.claim("job3", "w1", 4).attempt
+    assert store.requeue("job3", "w1", 2, "worker w1 was lost")
+    second = store.claim("job3", "w2", 4).attempt
+    assert (first, second) == (1, 2)
+
+    assert store.report_step("job3", 3, 4, 0.1, event=None, attempt=first) is StepSignal.LOST
+    assert store.report_step("job3", 1, 4, 0.1, event=None, attempt=second) is StepSignal.GO
+    assert not store.mark_succeeded("job3", [b"stale"], attempt=first)
+    assert not store.mark_canceled("job3", 3, attempt=first)
+    assert not store.mark_failed("job3", "w1", "internal", "late", attempt=first)
+    assert store.get_image("job3", 0) is None
+    assert store.get("job3").progress.step == 1
+
+    assert store.mark_succeeded("job3", [b"fresh"], attempt=second)
+    assert store.mark_succeeded("job3", [b"again"], attempt=second)  # its retry: done already, nothing rewritten
+    assert not store.mark_succeeded("job3", [b"other"])  # anyone else: refused
+    assert store.get_image("job3", 0) == b"fresh"
+    events = [entry.type for entry in read_events(redis_client, "job3")]
+    assert events.count("succeeded") == 1 and events.count("started") == 2

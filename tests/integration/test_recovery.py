@@ -19,7 +19,6 @@ from core.workers import publish_worker
 def _queue(store: JobStore, redis: Redis, job_id: str, **fields) -> None:
     request = GenerateRequest(**{"prompt": "x", "seed": 1, "width": 64, "height": 64, "steps": 3, **fields})
     store.create(job_id, "tiny", request)
-    model_queue(redis, "tiny").enqueue(job_id, queue_ttl=60, job_timeout=60)
 
 
 def _alive(redis: Redis, worker_id: str, current_job: str | None) -> None:
@@ -47,8 +46,7 @@ def test_lost_job_is_requeued_at_the_front_then_fails_worker_lost(store: JobStor
     _queue(store, redis_client, "lost")
     _queue(store, redis_client, "behind")
     queue = model_queue(redis_client, "tiny")
-    queue.rq.pop_job_id()  # a worker took "lost" off the queue ...
-    assert store.start("lost", "ghost-1", 3)  # ... started it, and died (it never had a heartbeat record)
+    assert store.claim("lost", "ghost-1", 3)  # a worker took it, started it, and died (it never had a heartbeat record)
     assert store.get("lost").attempts == 1
 
     assert reap_lost_jobs(redis_client, store, max_attempts=2) == [("lost", "requeued")]
@@ -59,8 +57,7 @@ def test_lost_job_is_requeued_at_the_front_then_fails_worker_lost(store: JobStor
     assert _events(store, "lost") == ["queued", "started", "requeued"]
     assert reap_lost_jobs(redis_client, store, max_attempts=2) == []  # nothing running now
 
-    queue.rq.pop_job_id()
-    assert store.start("lost", "ghost-2", 3)
+    assert store.claim("lost", "ghost-2", 3)
     assert store.get("lost").attempts == 2
     assert reap_lost_jobs(redis_client, store, max_attempts=2) == [("lost", "failed")]
     failed = store.get("lost")
@@ -73,7 +70,7 @@ def test_lost_job_is_requeued_at_the_front_then_fails_worker_lost(store: JobStor
 
 def test_job_of_a_live_worker_is_left_alone(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "fine")
-    store.start("fine", "w-alive", 3)
+    store.claim("fine", "w-alive", 3)
     _alive(redis_client, "w-alive", current_job=None)  # beat before it noticed: too early to tell
     redis_client.hset("imagegen:job:fine", "started_at", time.time() + 5)
     assert reap_lost_jobs(redis_client, store, max_attempts=3) == []
@@ -86,7 +83,7 @@ def test_job_of_a_live_worker_is_left_alone(store: JobStore, redis_client: Redis
 def test_live_worker_that_dropped_the_job_loses_it(store: JobStore, redis_client: Redis) -> None:
     # E.g. Redis went away mid-job: the worker beats again but is no longer running it.
     _queue(store, redis_client, "dropped")
-    store.start("dropped", "w-alive", 3)
+    store.claim("dropped", "w-alive", 3)
     redis_client.hset("imagegen:job:dropped", "started_at", time.time() - 5)
     _alive(redis_client, "w-alive", current_job=None)
     assert reap_lost_jobs(redis_client, store, max_attempts=3) == [("dropped", "requeued")]
@@ -94,7 +91,7 @@ def test_live_worker_that_dropped_the_job_loses_it(store: JobStore, redis_client
 
 def test_finished_jobs_leave_the_running_set(store: JobStore, redis_client: Redis) -> None:
     _queue(store, redis_client, "done")
-    store.start("done", "w", 3)
+    store.claim("done", "w", 3)
     assert redis_client.sismember(keys.running_jobs_key(), "done")
     store.mark_succeeded("done", [b"png"])
     assert not redis_client.sismember(keys.running_jobs_key(), "done")
@@ -109,7 +106,7 @@ def test_overdue_queued_job_expires_and_leaves_the_queue(store: JobStore, redis_
     assert store.get("long").status is JobStatus.QUEUED
     assert model_queue(redis_client, "tiny").job_ids == ["long"]
     assert _events(store, "short") == ["queued", "expired"]
-    assert store.start("short", "w", 3) is False  # never runs
+    assert not store.claim("short", "w", 3)  # never runs
 
 
 def test_queue_ttl_is_capped_by_the_server(store: JobStore) -> None:

@@ -139,7 +139,7 @@ def _succeed_job(store: JobStore, job_id: str, url: str, events: list[str] | Non
     """Create a job subscribed to `events` (the default ones when None) and take it to `succeeded`."""
     extra = {"webhook_events": events} if events is not None else {}
     store.create(job_id, "tiny", GenerateRequest(prompt="a cat", seed=1, webhook_url=url, **extra))
-    assert store.start(job_id, "worker-a", total_steps=4)
+    assert store.claim(job_id, "worker-a", total_steps=4)
     assert store.mark_succeeded(job_id, [b"image"])
 
 

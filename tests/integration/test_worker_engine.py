@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from redis import Redis
+from rq import Queue as RqQueue
 
 from core import keys
 from core.event_stream import read_events
@@ -48,9 +49,17 @@ def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
     return request.model_dump(mode="json")
 
 
+def _dequeue(store: JobStore, job_id: str) -> str:
+    """What the worker's RQ loop does before it hands a job to the engine: move the queue's head to RQ's intermediate
+    list (RQ's own dequeue)."""
+    job, _ = RqQueue.dequeue_any([model_queue(store.redis, "tiny").rq], None, connection=store.redis)
+    assert job.id == job_id
+    return job_id
+
+
 def test_job_succeeds_with_images_of_the_requested_format(engine: GenerationEngine, store: JobStore) -> None:
     _queue_job(store, "ok", num_images=2, output_format="jpeg", width=96, height=64)
-    engine.run("ok")
+    engine.run(_dequeue(store, "ok"))
     engine.drain()
     job = store.get("ok")
     assert job.status is JobStatus.SUCCEEDED
@@ -68,7 +77,7 @@ def test_failure_is_recorded_and_the_next_job_still_runs(
 ) -> None:
     # Over this worker's own pixel limit: the API (with a larger limit) accepted it, the worker refuses it.
     _queue_job(store, "big", width=128, height=128)
-    engine.run("big")
+    engine.run(_dequeue(store, "big"))
     engine.drain()
     failed = store.get("big")
     assert failed.status is JobStatus.FAILED
@@ -77,7 +86,7 @@ def test_failure_is_recorded_and_the_next_job_still_runs(
     assert redis_client.ttl("imagegen:job:big") <= engine.settings.result_ttl_seconds
 
     _queue_job(store, "next")
-    engine.run("next")
+    engine.run(_dequeue(store, "next"))
     engine.drain()
     assert store.get("next").status is JobStatus.SUCCEEDED
 
@@ -105,7 +114,7 @@ def test_error_codes() -> None:
 def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngine, store: JobStore) -> None:
     long_prompt = "a red circle " * 40  # far over the tiny tokenizer's 77-token window
     _queue_job(store, "long", prompt=long_prompt)
-    engine.run("long")
+    engine.run(_dequeue(store, "long"))
     engine.drain()
     job = store.get("long")
     assert job.status is JobStatus.SUCCEEDED
@@ -113,7 +122,7 @@ def test_overlong_prompt_is_run_truncated_with_a_warning(engine: GenerationEngin
     assert job.warnings[0].startswith("prompt is ")
     assert "reads the first 77" in job.warnings[0]
     _queue_job(store, "short")
-    engine.run("short")
+    engine.run(_dequeue(store, "short"))
     engine.drain()
     assert store.get("short").warnings == []
 
@@ -123,7 +132,7 @@ def test_overlong_prompt_is_read_whole_without_a_warning_when_chunked(
 ) -> None:
     chunking = _engine(loaded, store, settings.model_copy(update={"long_prompts": "chunk"}), "worker-chunk")
     _queue_job(store, "long", prompt="a red circle " * 40)
-    chunking.run("long")
+    chunking.run(_dequeue(store, "long"))
     chunking.drain()
     job = store.get("long")
     assert job.status is JobStatus.SUCCEEDED
@@ -135,13 +144,13 @@ def test_the_request_is_read_from_the_job_record(
 ) -> None:
     # The RQ job carries only the id: what runs is what the record says, validated once at admission.
     _queue_job(store, "recorded-size", width=72)
-    engine.run("recorded-size")
+    engine.run(_dequeue(store, "recorded-size"))
     engine.drain()
     assert Image.open(io.BytesIO(store.get_image("recorded-size", 0))).size == (72, 64)
 
     _queue_job(store, "corrupt")
     redis_client.hset(keys.job_key("corrupt"), "request", '{"prompt": ""}')  # no longer a valid request
-    engine.run("corrupt")
+    engine.run(_dequeue(store, "corrupt"))
     assert redis_client.hget(keys.job_key("corrupt"), "status") == b"failed"
     assert b"invalid_request" in redis_client.hget(keys.job_key("corrupt"), "error")
 
@@ -153,7 +162,7 @@ def test_the_request_is_read_from_the_job_record(
 def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store: JobStore, redis_client: Redis) -> None:
     _queue_job(store, "late", queue_ttl_seconds=1)
     redis_client.hset("imagegen:job:late", "expires_at", 0)  # as if it had waited past its TTL
-    engine.run("late")
+    engine.run(_dequeue(store, "late"))
     engine.drain()
     job = store.get("late")
     assert job.status is JobStatus.EXPIRED
@@ -162,7 +171,6 @@ def test_overdue_job_expires_instead_of_running(engine: GenerationEngine, store:
 
 def _enqueue(store: JobStore, job_id: str, **fields) -> dict:
     payload = _queue_job(store, job_id, **fields)
-    model_queue(store.redis, "tiny").enqueue(job_id, queue_ttl=60, job_timeout=60)
     return payload
 
 
@@ -178,7 +186,7 @@ def test_compatible_queued_jobs_run_as_one_batch(batching: GenerationEngine, loa
     _enqueue(store, "other-size", seed=12, width=72)
     _enqueue(store, "mate-2", seed=13, negative_prompt="red")
     before = metrics.BATCH_SIZE.labels("tiny")._sum.get()
-    batching.run("first")
+    batching.run(_dequeue(store, "first"))
     batching.drain()
     for job_id in ("first", "mate-1", "mate-2"):
         job = store.get(job_id)
@@ -203,7 +211,7 @@ def _payload_of(store: JobStore, job_id: str) -> dict:
 def test_canceling_one_job_of_a_batch_leaves_the_others(batching: GenerationEngine, store: JobStore) -> None:
     _queue_job(store, "keep", seed=1, width=256, height=256, steps=30)
     _enqueue(store, "drop", seed=2, width=256, height=256, steps=30)
-    thread = threading.Thread(target=batching.run, args=("keep",))
+    thread = threading.Thread(target=batching.run, args=(_dequeue(store, "keep"),))
     thread.start()
     deadline = time.monotonic() + 60
     while store.get("drop").progress.step < 3 and time.monotonic() < deadline:
@@ -220,7 +228,7 @@ def test_canceling_one_job_of_a_batch_leaves_the_others(batching: GenerationEngi
 
 def test_job_records_its_provenance(engine: GenerationEngine, store: JobStore, cache_dir) -> None:
     _queue_job(store, "recorded", sampler="dpmpp_2m_karras")
-    engine.run("recorded")
+    engine.run(_dequeue(store, "recorded"))
     engine.drain()
     record = store.get("recorded").provenance
     assert record.model == "tiny"
@@ -244,7 +252,7 @@ def test_lora_applies_to_its_batch_only(loaded, store: JobStore, settings: Setti
 
     def pixels(job_id: str, **fields) -> np.ndarray:
         _queue_job(store, job_id, **fields)
-        engine.run(job_id)
+        engine.run(_dequeue(store, job_id))
         engine.drain()
         job = store.get(job_id)
         assert job.status is JobStatus.SUCCEEDED, job.error
@@ -261,7 +269,7 @@ def test_lora_applies_to_its_batch_only(loaded, store: JobStore, settings: Setti
     assert np.array_equal(after, before)  # removed after its batch: exactly the pixels of before any LoRA
 
     _queue_job(store, "unknown", loras=[{"name": "nope"}])
-    engine.run("unknown")
+    engine.run(_dequeue(store, "unknown"))
     failed = store.get("unknown")
     assert failed.status is JobStatus.FAILED
     assert failed.error.code == "invalid_request"
@@ -280,7 +288,7 @@ def test_safety_checker_marks_what_it_filters(
     assert checked.pipeline.safety_checker is not None
     engine = _engine(checked, store, configured, "worker-safety")
     _queue_job(store, "checked", num_images=2)
-    engine.run("checked")
+    engine.run(_dequeue(store, "checked"))
     engine.drain()
     job = store.get("checked")
     assert job.status is JobStatus.SUCCEEDED
