@@ -2,7 +2,8 @@
 
 Both speak the shared contract: requests are `core.schemas.GenerateRequest`, jobs `core.schemas.Job`, events the
 models of `core.events` (parsed with `job_event_adapter`). Every non-2xx answer raises `ImagegenError` carrying the
-API's `{"error": {"code", "message", "details"}}`; network failures stay `httpx.TransportError`.
+API's `{"error": {"code", "message", "details"}}` (or OpenAI's `{"error": {"message", "type", "param", "code"}}`);
+network failures stay `httpx.TransportError`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ class ImagegenError(Exception):
         code, message, details = f"http_{response.status_code}", response.reason_phrase or "error", None
         try:
             error = response.json()["error"]
-            code, message, details = str(error["code"]), str(error["message"]), error.get("details")
+            message = str(error["message"])
+            code = str(error.get("code") or error.get("type") or code)
+            details = error.get("details")
+            if details is None and error.get("param"):  # OpenAI's shape, on the /v1 routes
+                details = [{"field": error["param"], "message": message}]
         except (ValueError, KeyError, TypeError):
             text = response.text.strip()
             message = text[:500] if text else message

@@ -1,7 +1,8 @@
 """`imagegen generate`: submit a prompt, follow the job's event stream with a progress display, write the images.
 
-Exit status: 0 with images written; 1 when the API refused the request, the job ended without images or the wait
-timed out (the error's code and message on stderr); 130 after Ctrl-C, which cancels the job first.
+Exit status: 0 with images written; 1 when the API refused the request or cannot be reached, the job ended without
+images, the wait timed out, or a file could not be read or written (one `error: ...` line on stderr, never a
+traceback); 130 after Ctrl-C, which cancels the job first.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import httpx
 from pydantic import ValidationError
 
 from client.client import ImagegenClient, ImagegenError, JobFailedError, StreamEvent
-from client.generate_options import request_option_fields
+from client.generate_options import flag, request_option_fields
 from client.progress_view import ProgressView, progress_view
 from core.events import PreviewEvent, RequeuedEvent, StartedEvent, StepEvent
 from core.schemas import IMAGE_FIELDS, Job, JobStatus
@@ -39,17 +40,30 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     for name in IMAGE_FIELDS:  # file paths, sent as base64
         path = getattr(args, name, None)
         if path is not None:
-            body[name] = base64.b64encode(Path(path).read_bytes()).decode()
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"{flag(name)}: cannot read {path}: {exc.strerror or exc}") from exc
+            body[name] = base64.b64encode(data).decode()
     if getattr(args, "lora", None):
         body["loras"] = [_lora(text) for text in args.lora]
     body["output_format"] = SUFFIX_FORMATS.get(Path(args.output).suffix.lower().lstrip("."), "png")
     return body
 
 
+class CommandError(Exception):
+    """A problem with the command's own input or output (a file it cannot read or write, a bad option value)."""
+
+
 def _lora(text: str) -> dict[str, Any]:
     """`name` or `name:scale` as a `loras` entry."""
     name, _, scale = text.partition(":")
-    return {"name": name, "scale": float(scale)} if scale else {"name": name}
+    if not scale:
+        return {"name": name}
+    try:
+        return {"name": name, "scale": float(scale)}
+    except ValueError as exc:
+        raise CommandError(f"--lora {text}: the scale must be a number") from exc
 
 
 def output_paths(output: Path, count: int) -> list[Path]:
@@ -63,8 +77,16 @@ def preview_path(output: Path) -> Path:
 
 
 def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    line = " ".join(message.split())  # one line, whatever the message holds
+    print(f"error: {line}", file=sys.stderr, flush=True)
     return 1
+
+
+def _field_of(error: Any) -> str:
+    """The field a local validation error is about (a cross-field rule names it in its context)."""
+    loc = [str(part) for part in error["loc"]]
+    named = (error.get("ctx") or {}).get("field")
+    return ".".join([*loc, named] if isinstance(named, str) else loc) or "request"
 
 
 def _api_error(exc: ImagegenError) -> int:
@@ -146,9 +168,13 @@ def _cancel(client: ImagegenClient, job_id: str) -> None:
 def write_images(client: ImagegenClient, job: Job, output: Path) -> list[Path]:
     """Fetch the job's images and write them to `output`, `output-1`, ..."""
     paths = output_paths(output, len(job.images))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for path, data in zip(paths, client.images(job), strict=True):
-        path.write_bytes(data)
+    images = client.images(job)
+    for path, data in zip(paths, images, strict=True):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            raise CommandError(f"cannot write {path}: {exc.strerror or exc} (job {job.id})") from exc
     return paths
 
 
@@ -159,10 +185,14 @@ def _summary(job: Job, seconds: float) -> str:
 
 def run_generate(args: argparse.Namespace) -> int:
     """The `generate` command: 0 with images written, 1 on an error, 130 after Ctrl-C (the job canceled)."""
+    try:
+        client = ImagegenClient(args.url, api_key=args.api_key or None)
+    except (httpx.InvalidURL, ValueError) as exc:
+        return _error(f"invalid_request: --url {args.url!r}: {exc}")
     output = Path(args.output)
     started = time.monotonic()
     job: Job | None = None
-    with ImagegenClient(args.url, api_key=args.api_key or None) as client:
+    with client:
         try:
             job = client.submit(request_body(args))
             print(f"job {job.id} queued (model {job.model}, seed {job.seed})", file=sys.stderr, flush=True)
@@ -180,16 +210,19 @@ def run_generate(args: argparse.Namespace) -> int:
             if job is not None and not job.status.is_terminal():
                 _cancel(client, job.id)
             return EXIT_INTERRUPTED
+        except CommandError as exc:
+            return _error(str(exc))
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "request"
-            return _error(f"invalid_request: {field}: {first['msg']}")
+            return _error(f"invalid_request: {_field_of(first)}: {first['msg'].removeprefix('Value error, ')}")
         except ImagegenError as exc:
             return _api_error(exc)
         except TimeoutError as exc:
             return _error(f"timeout: {exc}")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return _error(f"unavailable: cannot reach the API at {args.url}: {exc}")
+        except OSError as exc:  # the preview file, say
+            return _error(f"{exc.filename or 'file'}: {exc.strerror or exc}")
     for path in paths:
         print(path)
     print(_summary(job, time.monotonic() - started), flush=True)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic_core import PydanticCustomError
 
 from core.families import BASE_DEFAULTS
 from core.fields import (
@@ -71,6 +72,11 @@ InputImage = Annotated[
 ]
 
 
+def _field_conflict(field: str, message: str) -> PydanticCustomError:
+    """A cross-field rule's error, naming the field at fault (`ctx.field`) rather than the whole body."""
+    return PydanticCustomError("field_conflict", message, {"field": field})
+
+
 class GenerationMode(StrEnum):
     """What a request asks for, from which image fields it sets."""
 
@@ -130,17 +136,31 @@ class GenerateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check_mode(self) -> GenerateRequest:
+        # Cross-field rules name the field at fault in their context (`ctx.field`), which the API's errors report.
         if self.init_image is not None and (self.image is not None or self.mask_image is not None):
-            raise ValueError("give init_image (img2img) or image and mask_image (inpainting), not both")
+            raise _field_conflict(
+                "init_image", "give init_image (img2img) or image and mask_image (inpainting), not both"
+            )
         if (self.image is None) != (self.mask_image is None):
             missing = "mask_image" if self.mask_image is None else "image"
-            raise ValueError(f"{missing}: inpainting needs both image and mask_image")
+            raise _field_conflict(missing, "inpainting needs both image and mask_image")
         if self.mode is not GenerationMode.TXT2IMG and int(self.steps * self.strength) < 1:
-            raise ValueError(f"strength: steps*strength = {self.steps * self.strength:g} runs no step; it must be >= 1")
+            runs = self.steps * self.strength
+            raise _field_conflict("strength", f"steps*strength = {runs:g} runs no step; it must be >= 1")
         names = [lora.name for lora in self.loras]
         if len(set(names)) != len(names):
-            raise ValueError("loras: each adapter may appear once")
+            raise _field_conflict("loras", "each adapter may appear once")
         return self
+
+    def check_as_sent(self) -> None:
+        """Rules on the fields a client set, which only the request as it arrived can tell (a stored request read
+        back has every field set): `strength` only with an input image. Raises `FieldError`."""
+        if self.mode is GenerationMode.TXT2IMG and "strength" in self.model_fields_set:
+            raise FieldError(
+                "strength",
+                "applies only with an input image (init_image, or image and mask_image)",
+                type="strength_without_image",
+            )
 
     @property
     def mode(self) -> GenerationMode:
@@ -241,11 +261,15 @@ class ErrorDetail(BaseModel):
 
     code: str
     message: str
-    details: Any = None
+    details: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="One object per problem: its `message`, the `field` at fault when one is, and what helps fix it.",
+    )
 
 
 class ErrorResponse(BaseModel):
-    """`{"error": {"code", "message", "details"}}`: the one shape of every 4xx and 5xx answer."""
+    """`{"error": {"code", "message", "details"}}`: the one shape of every 4xx and 5xx answer (outside the
+    OpenAI-compatible `/v1/...` routes, which answer in OpenAI's: service/errors.py)."""
 
     error: ErrorDetail
 
@@ -287,13 +311,21 @@ class Health(BaseModel):
     redis: str | None = None
 
 
-class LimitExceededError(ValueError):
-    """A request within its schema but beyond a configured limit of this deployment."""
+class FieldError(ValueError):
+    """A request field that is wrong for a reason its schema alone cannot see; the API answers 422 naming `field`."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, type: str = "value_error") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.type = type
+
+
+class LimitExceededError(FieldError):
+    """A request within its schema but beyond a configured limit of this deployment."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message, type="limit_exceeded")
 
 
 def check_limits(request: GenerateRequest, *, max_pixels: int) -> None:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from core.schemas import INPUT_REFERENCE_PREFIX, GenerateRequest, GenerationMode
 from service.errors import ApiError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+_PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")  # "Image size (N pixels) exceeds limit of M pixels, ..."
 
 
 def _invalid(field: str, message: str, **details: object) -> ApiError:
@@ -64,8 +66,11 @@ def check_image(field: str, data: bytes, *, max_pixels: int, max_bytes: int) -> 
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            # Pillow's own guard, for sizes far past any sane limit: it refuses before reading the size out.
-            raise _invalid(field, f"over the limit of {max_pixels} pixels ({exc})", limit=max_pixels) from exc
+            # Pillow's own guard, for sizes far past any sane limit, refuses before handing the size out; its
+            # message says only the pixel count, which ours keeps.
+            counted = _PILLOW_PIXELS.search(str(exc))
+            has = f" (it has {counted.group(1)})" if counted else ""
+            raise _invalid(field, f"over the limit of {max_pixels} pixels{has}", limit=max_pixels) from exc
         except UnidentifiedImageError as exc:
             raise _invalid(field, "not an image (send PNG, JPEG or WebP)") from exc
         if image.format not in ACCEPTED_FORMATS:
@@ -92,8 +97,10 @@ def _side(pixels: int) -> int:
 def prepare_inputs(
     request: GenerateRequest, *, max_pixels: int, max_bytes: int
 ) -> tuple[GenerateRequest, dict[str, bytes]]:
-    """Check the request's input images; return the request with `sha256:` references in their place (and, when the
-    client gave no size, the size of the input image) and the bytes to store by field."""
+    """Check the request's input images (and that it sets `strength` only with one); return the request with
+    `sha256:` references in their place (and, when the client gave no size, the size of the input image) and the
+    bytes to store by field."""
+    request.check_as_sent()  # strength without an input image: 422 naming it
     fields = request.image_fields()
     if not fields:
         return request, {}

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis import Redis
 
 from core.fields import NumImages, Prompt
-from core.schemas import ErrorResponse, GenerateRequest, JobStatus, OutputFormat
-from service.auth import CallerDep
+from core.jobs import JobStore
+from core.schemas import FieldError, GenerateRequest, Job, JobStatus, OutputFormat
+from core.settings import Settings
+from service.auth import Caller, CallerDep
 from service.deps import JobStoreDep, RedisDep, SettingsDep
-from service.errors import ApiError
+from service.errors import ApiError, OpenAIErrorResponse
 from service.submission import submit
 from service.waiting import WaitOutcome, wait_for_end
 
@@ -56,6 +61,21 @@ class ImagesResponse(BaseModel):
     output_format: OutputFormat
 
 
+# The native field a problem is about -> the OpenAI parameter that set it (errors on this route name OpenAI's).
+_PARAMS = {"width": "size", "height": "size", "width*height": "size", "num_images": "n"}
+
+
+def _as_params(errors: Sequence[Any]) -> list[Any]:
+    """Pydantic errors of the native request with each location's field renamed to the OpenAI parameter."""
+    renamed = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if loc and loc[0] in _PARAMS:
+            error = {**error, "loc": (_PARAMS[str(loc[0])], *loc[1:])}
+        renamed.append(error)
+    return renamed
+
+
 def _generate_request(body: ImagesGenerationRequest) -> GenerateRequest:
     fields: dict[str, Any] = {
         "prompt": body.prompt,
@@ -66,18 +86,31 @@ def _generate_request(body: ImagesGenerationRequest) -> GenerateRequest:
     if body.size not in (None, "auto"):  # else width and height stay unset: the model's defaults apply
         match = _SIZE.match(body.size)
         if match is None:
-            raise ApiError(422, f"size: expected WxH such as 512x512, got {body.size!r}", code="invalid_request")
+            message = f"expected WxH such as 512x512, or auto; got {body.size!r}"
+            raise RequestValidationError([{"loc": ("size",), "msg": message, "type": "size_format"}])
         fields["width"], fields["height"] = int(match.group(1)), int(match.group(2))
     try:
         return GenerateRequest(**fields)
-    except ValueError as exc:
-        raise ApiError(422, f"size: {exc}", code="invalid_request") from exc
+    except ValidationError as exc:
+        raise RequestValidationError(_as_params(exc.errors(include_url=False))) from exc
+
+
+def _submit(request: GenerateRequest, redis: Redis, store: JobStore, settings: Settings, caller: Caller) -> Job:
+    """`submit`, with a refused field named as the OpenAI parameter that set it."""
+    try:
+        return submit(request, redis, store, settings, caller)[0]
+    except FieldError as exc:
+        if exc.field not in _PARAMS:
+            raise
+        raise FieldError(_PARAMS[exc.field], exc.message, type=exc.type) from exc
+    except RequestValidationError as exc:
+        raise RequestValidationError(_as_params(exc.errors())) from exc
 
 
 @router.post(
     "/v1/images/generations",
     response_model=ImagesResponse,
-    responses={status: {"model": ErrorResponse} for status in (400, 401, 422, 429, 500, 504)},
+    responses={status: {"model": OpenAIErrorResponse} for status in (400, 401, 413, 415, 422, 429, 499, 500, 503, 504)},
 )
 async def images_generations(
     body: ImagesGenerationRequest,
@@ -89,7 +122,7 @@ async def images_generations(
 ) -> ImagesResponse:
     """Generate `n` images for `prompt` and answer when they are done (504 after the configured timeout). The wait
     holds no server thread; a client that goes away cancels its job."""
-    job, _ = await run_in_threadpool(submit, _generate_request(body), redis, store, settings, caller)
+    job = await run_in_threadpool(_submit, _generate_request(body), redis, store, settings, caller)
     timeout = settings.openai_timeout_seconds
     outcome = await wait_for_end(request.app.state.async_redis, job.id, request.receive, timeout)
     if outcome is not WaitOutcome.ENDED:

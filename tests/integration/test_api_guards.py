@@ -115,7 +115,8 @@ def test_max_wait_refuses_a_job_predicted_to_start_too_late(client: TestClient, 
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert error["code"] == "wait_too_long"
-    assert error["details"]["predicted_start_seconds"] == pytest.approx(100.0)
+    assert error["details"][0]["field"] == "max_wait_seconds"
+    assert error["details"][0]["predicted_start_seconds"] == pytest.approx(100.0)
     assert "retry-after" in refused.headers
     assert client.post("/generate", json={**BODY, "max_wait_seconds": 300}).status_code == 202
 
