@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client.registry import CollectorRegistry
-from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
+from core.redis_connection import async_redis_client, redis_client
 from core.settings import Settings, get_settings
+from service.api_docs import install_api_docs
 from service.auth import AdminDep
 from service.background import Sweeper
 from service.errors import install_error_handlers
@@ -19,6 +19,7 @@ from service.guards import RequestGuard
 from service.metrics import HttpMetrics, RedisStateCollector, metrics_response
 from service.routes import events, generate, health, jobs, models, openai_images, playground
 from service.routes.generate import GENERATE_MEDIA_TYPES
+from service.slow_clients import ClientGone
 from service.webhooks import WebhookDeliverer
 
 
@@ -39,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for worker in workers:
             worker.stop()
         await app.state.async_redis.aclose()
+        await app.state.probe_redis.aclose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,13 +51,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Latent-diffusion image generation as a queued REST service.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_api_docs, with a Content-Security-Policy, when settings.api_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     # health_check_interval keeps pooled connections honest after a Redis restart.
-    app.state.redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
+    app.state.redis = redis_client(settings, health_check_interval=30, socket_timeout=10)
     # Event streams block in XREAD; the async client keeps them off the request thread pool.
     # Reads wait up to the stream's XREAD block (5 s) and must not time out before it.
-    app.state.async_redis = AsyncRedis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=30)
+    # Each waiting request holds one connection of this pool: size it for them (redis-py's default is 100).
+    app.state.async_redis = async_redis_client(
+        settings, health_check_interval=30, socket_timeout=30, max_connections=settings.max_waiting_requests
+    )
+    # /readyz pings on a pool of its own: readiness says whether Redis answers, whatever the waits hold.
+    app.state.probe_redis = async_redis_client(settings, socket_timeout=settings.ready_timeout_seconds + 1)
     for router in (
         generate.router,
         jobs.router,
@@ -66,7 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openai_images.router,
     ):
         app.include_router(router)
+    if settings.api_docs:
+        install_api_docs(app)
     install_error_handlers(app)
+    app.add_middleware(ClientGone)  # innermost: a body read cut short ends quietly, not as a 500
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
