@@ -154,8 +154,11 @@ class GenerateRequest(BaseModel):
 
     def check_as_sent(self) -> None:
         """Rules on the fields a client set, which only the request as it arrived can tell (a stored request read
-        back has every field set): `strength` only with an input image. Raises `FieldError`."""
-        if self.mode is GenerationMode.TXT2IMG and "strength" in self.model_fields_set:
+        back has every field set): `strength` only with an input image. Its default is let through, so that a job's
+        recorded request (which holds every field) can be sent again as it is. Raises `FieldError`."""
+        default_strength = type(self).model_fields["strength"].default
+        set_strength = "strength" in self.model_fields_set and self.strength != default_strength
+        if self.mode is GenerationMode.TXT2IMG and set_strength:
             raise FieldError(
                 "strength",
                 "applies only with an input image (init_image, or image and mask_image)",

@@ -125,7 +125,12 @@ def test_refused_submission_exits_1_with_the_apis_error(stack: Stack, tmp_path: 
 
 def test_ctrl_c_cancels_the_job_and_exits_130(stack: Stack, tmp_path: Path) -> None:
     command = [*IMAGEGEN, "generate", "a long job", "-o", str(tmp_path / "long.png"), *LONG, "--url", stack.url]
-    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env()) as process:
+    # Ctrl-C's default action even when the test runs as a background job (whose SIGINT the shell ignores, and a
+    # child inherits that).
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    with subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(), preexec_fn=default_sigint
+    ) as process:
         assert process.stderr is not None
         seen = []
         for line in process.stderr:  # wait until the job runs

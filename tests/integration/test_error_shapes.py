@@ -195,6 +195,11 @@ def test_strength_without_an_input_image_is_422_naming_it(client: TestClient, re
     assert model_queue(redis_client, "tiny").count == 0
     with_image = client.post("/generate", json={**BODY, "init_image": _png(), "strength": 0.5})
     assert with_image.status_code == 202, with_image.text
+    # A job's recorded request holds every field, strength's default too: sent again as it is, it is accepted.
+    recorded = client.get(f"/jobs/{with_image.json()['id']}").json()["request"]
+    replay = {**recorded, "init_image": None}
+    assert replay["strength"] == 0.5 and client.post("/generate", json=replay).status_code == 422
+    assert client.post("/generate", json={**replay, "strength": 0.8}).status_code == 202
 
 
 def test_the_pixel_limit_keeps_our_message_past_pillows_own_guard(client: TestClient) -> None:
