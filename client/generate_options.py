@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
+from core.families import ModelFamily
+from core.samplers import samplers_for
 from core.schemas import IMAGE_FIELDS, GenerateRequest, LoraSpec
 
 # Request fields the command does not take as `--field VALUE`, and what sets them instead.
@@ -28,8 +30,27 @@ CUSTOM_FIELDS: dict[str, str] = {
 # Shorter spellings kept from before the options were generated, and metavars that say more than the type.
 ALIASES: dict[str, tuple[str, ...]] = {"num_images": ("-n",), "preview_every": ("--preview",)}
 METAVARS: dict[str, str] = {"preview_every": "K"}
+
+
+def _sampler_note() -> str:
+    """Which samplers fit which families, from the one sampler table (GET /models lists each model's)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for family in ModelFamily:
+        names = tuple(sampler.value + ("" if len(sampler.modes) > 1 else "*") for sampler in samplers_for(family))
+        groups.setdefault(names, []).append(family.value)
+    parts = [f"{', '.join(families)}: {', '.join(samplers)}" for samplers, families in groups.items()]
+    return (
+        "a model takes its family's (GET /models: capabilities.samplers_by_mode): "
+        + "; ".join(parts)
+        + " (*: text-to-image only)"
+    )
+
+
 # What an option means on the command line beyond the schema's description.
-CLI_NOTES: dict[str, str] = {"preview_every": "kept up to date in OUT.preview.webp beside the output"}
+CLI_NOTES: dict[str, str] = {
+    "preview_every": "kept up to date in OUT.preview.webp beside the output",
+    "sampler": _sampler_note(),
+}
 _IMAGE_HELP: dict[str, str] = {
     "init_image": "img2img: the starting image",
     "image": "inpainting: the image (with --mask-image)",

@@ -25,7 +25,8 @@ ImageSide = Annotated[
     Field(
         ge=64,
         le=2048,
-        description=f"Pixels; a multiple of {SIZE_MULTIPLE} in 64..2048.",
+        description=f"Pixels; a multiple of {SIZE_MULTIPLE} in 64..2048, and of the model's size step (GET /models "
+        "capabilities.size_multiple: 16 for flux, sd3, qwen-image).",
         # Said in the schema too, so the playground's inputs step by it; checked below with a message that names it.
         json_schema_extra={"multipleOf": SIZE_MULTIPLE},
     ),
@@ -33,6 +34,8 @@ ImageSide = Annotated[
 ]
 Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]
 GuidanceScale = Annotated[float, Field(ge=0.0, le=30.0, allow_inf_nan=False)]
+# FLUX's and Qwen-Image's true classifier-free guidance; 1 is off (the request field says more).
+TrueCfgScale = Annotated[float, Field(ge=1.0, le=30.0, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 NumImages = Annotated[int, Field(ge=1, le=8)]
 Strength = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 from pydantic_core import PydanticCustomError
 
-from core.families import BASE_DEFAULTS
+from core.families import BASE_DEFAULTS, DEFAULT_FAMILY, FAMILIES, Family, Guidance, Mode, NegativePromptSupport
 from core.fields import (
     SEED_MAX,
     STEPS_MAX,
@@ -21,8 +21,9 @@ from core.fields import (
     Seed,
     Steps,
     Strength,
+    TrueCfgScale,
 )
-from core.samplers import Sampler
+from core.samplers import Sampler, samplers_for
 
 
 class OutputFormat(StrEnum):
@@ -106,6 +107,11 @@ class GenerateRequest(BaseModel):
     height: ImageSide = BASE_DEFAULTS.height
     steps: Steps = BASE_DEFAULTS.steps
     guidance_scale: GuidanceScale = BASE_DEFAULTS.guidance_scale
+    true_cfg_scale: TrueCfgScale | None = Field(
+        default=BASE_DEFAULTS.true_cfg_scale,
+        description="FLUX and Qwen-Image: true classifier-free guidance (a second, negative pass per step) when > 1; "
+        "a negative prompt needs it. Absent: the model's default (Qwen-Image 4.0, FLUX off). Other families: refused.",
+    )
     sampler: Sampler = BASE_DEFAULTS.sampler
     seed: Seed | None = Field(default=None, description="Absent: a random seed, recorded.")
     num_images: NumImages = 1
@@ -293,16 +299,44 @@ class WorkerInfo(BaseModel):
     heartbeat_at: datetime
 
 
+class ModelCapabilities(BaseModel):
+    """The rules a model's requests keep, from its family's row of the family table (core/families.py) and its
+    models-file entry's `modes`; a model of unknown family has the sd15 row's."""
+
+    modes: list[Mode] = Field(description="The generation modes it serves: txt2img, img2img (init_image), inpaint.")
+    samplers: list[Sampler] = Field(description="The samplers that fit its family (in at least one mode).")
+    samplers_by_mode: dict[Mode, list[Sampler]] = Field(
+        description="Per mode it serves, the samplers that run it (the multistep flow solvers: text-to-image only)."
+    )
+    negative_prompt: NegativePromptSupport = Field(
+        description="yes; true_cfg: only with true_cfg_scale > 1 (a second pass per step); no: refused."
+    )
+    guidance: Guidance = Field(
+        description="What guidance_scale is: cfg (classifier-free guidance), distilled (a strength the model takes "
+        "as an input, FLUX), none (no guidance: turbo)."
+    )
+    true_cfg: bool = Field(description="Whether it takes true_cfg_scale (FLUX, Qwen-Image).")
+    size_multiple: int = Field(description="width and height must be multiples of it.")
+    max_prompt_tokens: int = Field(description="What the text encoder reads; the rest is truncated with a warning.")
+    default_size: list[int] = Field(description="[width, height] a request that leaves them out gets.")
+    max_size: int = Field(description="The longest side it takes (IMAGEGEN_MAX_PIXELS bounds width*height too).")
+
+
+def _default_capabilities() -> ModelCapabilities:
+    return ModelCapabilities.model_validate(FAMILIES[DEFAULT_FAMILY].capabilities())
+
+
 class ModelInfo(BaseModel):
     """A model this deployment knows (the default, the models file's, any a live worker serves), as `GET /models`
-    lists it: its family, the defaults a request gets, and its live workers."""
+    lists it: its family, the defaults a request gets, the rules it keeps, and its live workers."""
 
     name: str
     family: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict, description="What a request that leaves them out gets.")
+    capabilities: ModelCapabilities = Field(default_factory=_default_capabilities)
     workers: int
     worker_ids: list[str] = Field(default_factory=list)
-    samplers: list[Sampler]
+    samplers: list[Sampler] = Field(description="The samplers its live workers offer.")
     devices: list[str]
     loras: list[str] = Field(default_factory=list, description="LoRA adapters its workers have.")
 
@@ -317,11 +351,14 @@ class Health(BaseModel):
 class FieldError(ValueError):
     """A request field that is wrong for a reason its schema alone cannot see; the API answers 422 naming `field`."""
 
-    def __init__(self, field: str, message: str, *, type: str = "value_error") -> None:
+    def __init__(
+        self, field: str, message: str, *, type: str = "value_error", allowed: list[Any] | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
         self.type = type
+        self.allowed = allowed  # the values that would do, where a list says it
 
 
 class LimitExceededError(FieldError):
@@ -339,3 +376,62 @@ def check_limits(request: GenerateRequest, *, max_pixels: int) -> None:
             "width*height",
             f"{request.width}x{request.height} = {pixels} pixels is over the limit of {max_pixels} pixels",
         )
+
+
+# The request field that asks for each mode: a refused mode is reported against it.
+_MODE_FIELDS = {GenerationMode.IMG2IMG: "init_image", GenerationMode.INPAINT: "image"}
+
+
+def check_family_rules(
+    request: GenerateRequest, rules: Family, *, family: str, modes: list[Mode] | tuple[Mode, ...] | None = None
+) -> None:
+    """Raise `FieldError` naming the field when `request` (its model's defaults applied) breaks the rules of its
+    model's family (`rules`, the row of `family`); `modes` narrows the family's modes for one model. A prompt past the
+    family's `max_prompt_tokens` is no error: the worker truncates it and warns."""
+    for side in ("width", "height"):
+        value = getattr(request, side)
+        if value % rules.size_multiple:
+            raise FieldError(
+                side,
+                f"must be a multiple of {rules.size_multiple} for a {family} model, got {value}",
+                type="size_multiple",
+            )
+        if value > rules.max_size:
+            raise FieldError(side, f"at most {rules.max_size} for a {family} model, got {value}", type="max_size")
+    mode = request.mode.value
+    served = rules.modes if modes is None else modes
+    if mode not in served:
+        raise FieldError(
+            _MODE_FIELDS.get(request.mode, "prompt"),
+            f"this model does not do {mode}; it does {', '.join(served)}",
+            type="mode_unsupported",
+            allowed=list(served),
+        )
+    if not request.sampler.fits(family, mode):
+        fitting = [sampler.value for sampler in samplers_for(family, mode)]
+        where = f"{mode} on a {family} model" if request.sampler.fits(family) else f"a {family} model"
+        raise FieldError(
+            "sampler",
+            f"{request.sampler.value} does not fit {where}; use one of {', '.join(fitting)}",
+            type="sampler_unsupported",
+            allowed=fitting,
+        )
+    if request.true_cfg_scale is not None and not rules.true_cfg:
+        raise FieldError(
+            "true_cfg_scale",
+            f"a {family} model has no true CFG (only {', '.join(f for f, row in FAMILIES.items() if row.true_cfg)})",
+            type="true_cfg_unsupported",
+        )
+    if request.negative_prompt.strip():
+        if rules.negative_prompt == "no":
+            raise FieldError(
+                "negative_prompt",
+                f"a {family} model runs without classifier-free guidance: it takes no negative prompt",
+                type="negative_prompt_unsupported",
+            )
+        if rules.negative_prompt == "true_cfg" and (request.true_cfg_scale or 1.0) <= 1.0:
+            raise FieldError(
+                "negative_prompt",
+                f"a {family} model uses a negative prompt only with true CFG: set true_cfg_scale > 1 (e.g. 4)",
+                type="negative_prompt_needs_true_cfg",
+            )

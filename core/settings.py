@@ -67,10 +67,11 @@ class Settings(BaseSettings):
         description="TOML file of named models (source, family, defaults, `safety_checker`; `core/catalog.py`); "
         "`IMAGEGEN_MODEL` may name an entry",
     )
-    model_family: Literal["sd15", "sd2", "sdxl", "turbo"] = Field(
+    model_family: Literal["sd15", "sd2", "sdxl", "turbo", "flux", "sd3", "qwen-image"] = Field(
         default="sd15",
-        description="family of a single-file checkpoint (`sd15`, `sd2`, `sdxl`, `turbo`): which pipeline class "
-        "loads it; set from the models-file entry",
+        description="family of `IMAGEGEN_MODEL` when it is an id or path (`sd15`, `sd2`, `sdxl`, `turbo`, `flux`, "
+        "`sd3`, `qwen-image`): the rules the API applies to its requests, and the pipeline class that loads a "
+        "single-file checkpoint; set from the models-file entry",
     )
     long_prompts: Literal["truncate", "chunk"] = Field(
         default="truncate",

@@ -271,6 +271,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FieldError)
     async def field_error(request: Request, exc: FieldError) -> JSONResponse:
         details = [{"field": exc.field, "message": exc.message, "type": exc.type}]
+        if exc.allowed is not None:
+            details[0]["allowed"] = exc.allowed
         return error_response(422, "invalid_request", str(exc), details, path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)

@@ -21,7 +21,7 @@ from core.catalog import BUILTIN_MODELS, ModelEntry, entry_of, model_entries, se
 from core.jobs import JobStore
 from core.queueing import model_queue
 from core.redis_connection import execute_replicated, replicated_transaction
-from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_limits
+from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_family_rules, check_limits
 from core.settings import Settings
 from core.workers import live_workers
 from service.auth import Caller, check_submission_quota
@@ -97,6 +97,17 @@ def apply_model_defaults(request: GenerateRequest, model: str, entry: ModelEntry
         return GenerateRequest.model_validate({**request.model_dump(), **update, "model": model})
     except ValidationError as exc:  # e.g. a model default of 1 step makes the request's strength run none
         raise RequestValidationError(exc.errors(include_url=False)) from exc
+
+
+def _fit_image_sides(request: GenerateRequest, sent: set[str], multiple: int) -> GenerateRequest:
+    """The request with the sides it took from its input image (those the client did not give) rounded down to the
+    model's size step (8 already; 16 for the flow families)."""
+    update = {
+        side: value - value % multiple
+        for side in ("width", "height")
+        if side not in sent and (value := getattr(request, side)) % multiple
+    }
+    return request.model_copy(update=update) if update else request
 
 
 def _check_webhook(request: GenerateRequest, settings: Settings, caller: Caller) -> None:
@@ -186,11 +197,16 @@ def submit(
         if replayed is not None:
             return replayed, True
 
+    sent = set(request.model_fields_set)
     request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
     _check_webhook(request, settings, caller)
     model, entry = _resolve_model(request, redis, settings)
+    if inputs:
+        request = _fit_image_sides(request, sent, entry.rules.size_multiple)
     request = apply_model_defaults(request, model, entry)
-    check_limits(request, max_pixels=settings.max_pixels)  # the job's final size: the model's defaults applied
+    # The job as it will run (the model's defaults applied) keeps its family's rules and the deployment's limits.
+    check_family_rules(request, entry.rules, family=entry.family.value, modes=entry.modes)
+    check_limits(request, max_pixels=settings.max_pixels)
     check_submission_quota(caller, redis, settings)
     _check_backpressure(request, model, redis, store, settings)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)

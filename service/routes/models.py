@@ -1,11 +1,11 @@
-"""`GET /models`: the models this deployment knows, with their defaults and live workers."""
+"""`GET /models`: the models this deployment knows, with their defaults, capabilities and live workers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from core.catalog import entry_of, model_entries
-from core.schemas import ModelInfo
+from core.catalog import ModelEntry, entry_of, model_entries
+from core.schemas import ModelCapabilities, ModelInfo
 from core.workers import live_workers, models_served
 from service.auth import CallerDep
 from service.deps import RedisDep, SettingsDep
@@ -16,13 +16,21 @@ router = APIRouter(tags=["models"])
 
 @router.get("/models", response_model=list[ModelInfo])
 def list_models(redis: RedisDep, settings: SettingsDep, caller: CallerDep) -> list[ModelInfo]:
-    """The default model, the models file's, and any a live worker serves: family, request defaults, and the live
-    workers (ids, samplers, devices, LoRA adapters). A model with `workers: 0` answers 503 at submission unless the
-    server queues for absent workers."""
+    """The default model, the models file's, and any a live worker serves: family, request defaults, capabilities
+    (the rules its requests keep: modes, samplers, negative prompt, guidance, size step, prompt length, sizes; a
+    model known only from its workers has the sd15 family's), and the live workers (ids, samplers, devices, LoRA
+    adapters). A model with `workers: 0` answers 503 at submission unless the server queues for absent workers."""
     workers = live_workers(redis)
     entries = model_entries(settings)
     known = {}
+    found: dict[str, ModelEntry] = {}
     for name in known_models(settings, workers, entries):
         entry = entry_of(settings, name, entries)
         known[name] = (entry.family.value, entry.defaults()) if entry else (None, {})
-    return models_served(workers, known)
+        found[name] = entry or ModelEntry(source=name)  # the API applies the sd15 family's rules to it
+    return [
+        info.model_copy(update={"capabilities": ModelCapabilities.model_validate(found[info.name].capabilities())})
+        if info.name in found
+        else info
+        for info in models_served(workers, known)
+    ]

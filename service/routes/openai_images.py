@@ -38,7 +38,8 @@ class ImagesGenerationRequest(BaseModel):
     size: str | None = Field(
         default=None,
         max_length=9,
-        description="WxH, each a multiple of 8 in 64..2048; absent or `auto`: the model's default size",
+        description="WxH, each in 64..2048 and a multiple of the model's size step (`GET /models` "
+        "capabilities.size_multiple: 8, 16 for flux, sd3, qwen-image); absent or `auto`: the model's default size",
     )
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: OutputFormat = OutputFormat.PNG

@@ -162,19 +162,22 @@ def test_form_opens_with_the_models_defaults_and_refills_them_on_a_model_change(
     assert shown() == _as_form(first)
     page.select_option("#model", SECOND_MODEL)
     assert shown() == _as_form(second)
-    # No live worker serves the second model: every sampler of the schema is offered.
+    # No live worker serves the second model: every sampler of its family (its capabilities) is offered, in the
+    # schema's order; the flow-matching samplers are not an sd15 model's.
     samplers = page.eval_on_selector_all("#sampler option", "options => options.map(o => o.value)")
-    assert samplers == _field(stack, "sampler")["enum"]
+    assert samplers == models[SECOND_MODEL]["capabilities"]["samplers"]
+    assert samplers == [name for name in _field(stack, "sampler")["enum"] if not name.startswith("flow_")]
     page.select_option("#model", "tiny")
     assert shown() == _as_form(first)
 
 
 def test_fields_bounds_and_samplers_come_from_the_schema(page: Any, stack: Stack) -> None:
-    enum = _field(stack, "sampler")["enum"]
-    served = stack.client.get("/models").json()[0]["samplers"]
+    tiny = stack.client.get("/models").json()[0]
+    family_samplers, served = tiny["capabilities"]["samplers"], tiny["samplers"]
     samplers = page.eval_on_selector_all("#sampler option", "options => options.map(o => o.value)")
-    assert samplers == [name for name in enum if name in served]
-    assert set(served) == set(enum), "tiny's worker runs every sampler: the page offers the schema's enum"
+    assert samplers == [name for name in family_samplers if name in served]
+    assert set(family_samplers) <= set(served), "tiny's worker runs every sd15 sampler: the page offers them all"
+    assert tiny["capabilities"]["size_multiple"] == _field(stack, "width")["multipleOf"]  # an sd15 model: 8
     for name in ("width", "height", "steps", "guidance_scale", "seed", "num_images"):
         field = _field(stack, name)
         bounds = page.eval_on_selector(f"#{name}", "input => [input.min, input.max, input.step]")

@@ -12,6 +12,7 @@ from redis import Redis
 from rq import Queue
 
 from core import keys
+from core.families import FAMILIES, ModelFamily
 from core.jobs import JobStore
 from core.queueing import GENERATE_TASK, model_queue
 from core.schemas import GenerateRequest, Sampler, WorkerInfo
@@ -123,10 +124,13 @@ def test_models_lists_live_workers_and_forgets_dead_ones(client: TestClient, red
     publish_worker(redis_client, _worker("w2", "tiny", [Sampler.EULER]), heartbeat_seconds=5)
     publish_worker(redis_client, _worker("w3", "sd15", [Sampler.LCM]), heartbeat_seconds=5)
     listed = {m["name"]: m for m in client.get("/models").json()}
-    assert listed["sd15"] | {"defaults": None} == {
+    # Known only from its worker: the API holds it to the sd15 family's rules, and says so.
+    assert listed["sd15"]["capabilities"] == FAMILIES[ModelFamily.SD15].capabilities()
+    assert listed["sd15"] | {"defaults": None, "capabilities": None} == {
         "name": "sd15",
         "family": None,  # known only from its worker
         "defaults": None,
+        "capabilities": None,
         "workers": 1,
         "worker_ids": ["w3"],
         "samplers": ["lcm"],

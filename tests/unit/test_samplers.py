@@ -8,6 +8,8 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
     HeunDiscreteScheduler,
     LCMScheduler,
     LMSDiscreteScheduler,
@@ -15,6 +17,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from core.samplers import samplers_for
 from core.schemas import Sampler
 from worker.pipeline.samplers import build_scheduler, scheduler_class, supported_samplers
 from worker.pipeline.tiny import SD15_SCHEDULER_CONFIG
@@ -30,6 +33,10 @@ EXPECTED = {
     Sampler.DPMPP_2M_KARRAS: DPMSolverMultistepScheduler,
     Sampler.UNIPC: UniPCMultistepScheduler,
     Sampler.LCM: LCMScheduler,
+    Sampler.FLOW_EULER: FlowMatchEulerDiscreteScheduler,
+    Sampler.FLOW_HEUN: FlowMatchHeunDiscreteScheduler,
+    Sampler.FLOW_DPMPP_2M: DPMSolverMultistepScheduler,
+    Sampler.FLOW_UNIPC: UniPCMultistepScheduler,
 }
 
 
@@ -38,7 +45,7 @@ def test_table_covers_every_sampler() -> None:
     assert {sampler: scheduler_class(sampler) for sampler in Sampler} == EXPECTED
 
 
-@pytest.mark.parametrize("sampler", list(Sampler))
+@pytest.mark.parametrize("sampler", samplers_for("sd15"))
 def test_sampler_builds_from_sd15_config(sampler: Sampler) -> None:
     scheduler = build_scheduler(sampler, SD15_SCHEDULER_CONFIG)
     assert type(scheduler) is EXPECTED[sampler]
