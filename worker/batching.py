@@ -1,8 +1,8 @@
 """Which queued jobs may share one pipeline call: pure logic, free of Redis and torch, so it is unit-tested directly.
 
-Jobs are compatible when everything the denoising loop shares is equal: model, mode, size, steps, sampler, guidance,
-strength and LoRA adapters. Prompts, negative prompts, seeds, input images, image counts, output formats and previews
-may differ per job.
+Jobs are compatible when everything the denoising loop shares is equal: model, mode, size, steps, sampler, guidance
+(and true CFG's scale), strength and LoRA adapters. Prompts, negative prompts, seeds, input images, image counts,
+output formats and previews may differ per job.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class BatchKey:
     steps: int
     sampler: Sampler
     guidance_scale: float
+    true_cfg_scale: float | None = None
     mode: GenerationMode = GenerationMode.TXT2IMG
     strength: float | None = None
     loras: tuple[tuple[str, float], ...] = ()
@@ -37,6 +38,7 @@ def batch_key(request: GenerateRequest) -> BatchKey:
         steps=request.steps,
         sampler=request.sampler,
         guidance_scale=request.guidance_scale,
+        true_cfg_scale=request.true_cfg_scale,
         mode=request.mode,
         strength=None if request.mode is GenerationMode.TXT2IMG else request.strength,
         loras=tuple(sorted((lora.name, lora.scale) for lora in request.loras)),

@@ -28,6 +28,7 @@ def test_key_ignores_what_may_differ_per_job() -> None:
         {"steps": 4},
         {"sampler": "ddim"},
         {"guidance_scale": 6.0},
+        {"true_cfg_scale": 4.0},
         {"model": "other"},
         {"init_image": "sha256:a"},
         {"image": "sha256:a", "mask_image": "sha256:b"},

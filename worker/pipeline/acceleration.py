@@ -12,6 +12,7 @@ import logging
 import torch
 from diffusers import DiffusionPipeline
 
+from core.samplers import Sampler
 from core.schemas import GenerateRequest
 from core.settings import Settings
 
@@ -31,8 +32,9 @@ def apply_runtime_options(pipeline: DiffusionPipeline, device: torch.device, set
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # only fp32 matmuls are affected; fp16/bf16 weights are not
         torch.backends.cudnn.allow_tf32 = True
-    if _on(settings.channels_last, device):
-        pipeline.unet.to(memory_format=torch.channels_last)
+    unet = getattr(pipeline, "unet", None)
+    if _on(settings.channels_last, device) and unet is not None:  # a convolutional UNet; transformers gain nothing
+        unet.to(memory_format=torch.channels_last)
         pipeline.vae.to(memory_format=torch.channels_last)
         applied.append("channels_last")
     if _on(settings.fuse_qkv, device) and hasattr(pipeline, "fuse_qkv_projections"):
@@ -42,13 +44,30 @@ def apply_runtime_options(pipeline: DiffusionPipeline, device: torch.device, set
         pipeline.vae.enable_tiling()  # only images larger than the VAE's tile are decoded in tiles
         applied.append("vae_tiling")
     if settings.compile:
-        pipeline.unet = torch.compile(pipeline.unet, mode=settings.compile_mode, fullgraph=False)
+        name = denoiser_name(pipeline)
+        setattr(pipeline, name, torch.compile(getattr(pipeline, name), mode=settings.compile_mode, fullgraph=False))
         applied.append(f"compile({settings.compile_mode})")
     log.info("runtime options: %s", ", ".join(applied) or "none")
     return applied
 
 
+def denoiser_name(pipeline: DiffusionPipeline) -> str:
+    """The attribute that holds the denoising network: `unet` for the SD line, `transformer` for the flow families."""
+    return "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
+
+
+def native_side(pipeline: DiffusionPipeline) -> int:
+    """The side, in pixels, the model was built for: the denoiser's sample size times the VAE factor (the UNet and
+    SD3 configs hold it; FLUX's and Qwen-Image's pipelines hold `default_sample_size`)."""
+    config = getattr(pipeline, denoiser_name(pipeline)).config
+    sample = config.get("sample_size") or getattr(pipeline, "default_sample_size", 128)
+    return int(sample * pipeline.vae_scale_factor)
+
+
 def warm_up_request(pipeline: DiffusionPipeline, steps: int) -> GenerateRequest:
-    """A request at the model's native size; with `torch.compile` on, the warm-up compiles for that size."""
-    side = int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
-    return GenerateRequest(prompt="warm-up", width=side, height=side, steps=steps, seed=0)
+    """A request at the model's native size; with `torch.compile` on, the warm-up compiles for that size. The
+    sampler is the first of the model's kind (flow models take only flow samplers)."""
+    side = native_side(pipeline)
+    flow = type(pipeline.scheduler).__name__.startswith("FlowMatch")
+    sampler = Sampler.FLOW_EULER if flow else GenerateRequest.model_fields["sampler"].default
+    return GenerateRequest(prompt="warm-up", width=side, height=side, steps=steps, seed=0, sampler=sampler)

@@ -1,4 +1,5 @@
-"""Loading `IMAGEGEN_MODEL`: a hub id, a local diffusers folder, a single-file checkpoint, `tiny` or `demo`."""
+"""Loading `IMAGEGEN_MODEL`: a hub id, a local diffusers folder, a single-file checkpoint, a model built in code
+(`tiny`, `tiny-flux`, `tiny-sd3`, `tiny-qwen-image`) or `demo`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from diffusers.utils import logging as diffusers_logging
 
 from core.settings import Settings
 from worker.pipeline.acceleration import apply_runtime_options
-from worker.pipeline.families import family_adapter
+from worker.pipeline.families import family_adapter, family_by_class_name
 from worker.pipeline.safety import attach_safety_checker, loading_options
-from worker.pipeline.tiny import ensure_tiny_pipeline
+from worker.pipeline.tiny import TINY_MODELS, ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,25 @@ def pick_device(setting: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(setting: str | None, device: torch.device) -> torch.dtype:
-    """The configured dtype, else float16 on CUDA and float32 elsewhere."""
+def pick_dtype(setting: str | None, device: torch.device, family: str | None = None) -> torch.dtype:
+    """The configured dtype, else on CUDA the family's (bfloat16 for FLUX, SD3 and Qwen-Image, whose T5 overflows
+    in float16; float16 for the SD line and unknown families), and float32 elsewhere."""
     if setting:
         return _DTYPES[setting]
-    return torch.float16 if device.type == "cuda" else torch.float32
+    return family_adapter(family).cuda_dtype if device.type == "cuda" else torch.float32
+
+
+def declared_family(source: str, configured: str | None) -> str | None:
+    """The family a model will load as, before loading it: the pipeline class its model_index.json names (a local
+    folder, or the hub's small config file), else the configured one (a models-file entry; single files)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return configured
+    try:
+        config = DiffusionPipeline.load_config(str(path) if path.is_dir() else source)
+    except (OSError, ValueError):
+        return configured
+    return family_by_class_name(config.get("_class_name")) or configured
 
 
 # The trained demo model ships inside the package (tools/train_demo_model.py made it).
@@ -52,8 +67,8 @@ DEMO_MODEL_DIR = Path(__file__).parent.parent / "models" / "demo"
 
 def resolve_source(model: str, cache_dir: Path) -> str:
     """What `from_pretrained` / `from_single_file` should open for `model`."""
-    if model == "tiny":
-        return str(ensure_tiny_pipeline(cache_dir))
+    if model in TINY_MODELS:
+        return str(ensure_tiny_model(model, cache_dir))
     if model == "demo":
         if not (DEMO_MODEL_DIR / "model_index.json").exists():
             raise FileNotFoundError(
@@ -66,8 +81,10 @@ def resolve_source(model: str, cache_dir: Path) -> str:
 def load_model(settings: Settings) -> LoadedModel:
     """Load the configured model onto its device, ready to generate."""
     device = pick_device(settings.device)
-    dtype = pick_dtype(settings.dtype, device)
     source = resolve_source(settings.model, settings.cache_dir)
+    # Only CUDA's default dtype depends on the family (the CPU runs float32 whatever it is).
+    family = declared_family(source, settings.model_family) if device.type == "cuda" and not settings.dtype else None
+    dtype = pick_dtype(settings.dtype, device, family)
     path = Path(source).expanduser()
     log.info("loading model %s from %s on %s as %s", settings.model, source, device, dtype)
     diffusers_logging.disable_progress_bar()  # progress belongs in job events and metrics, not on stderr
@@ -75,6 +92,11 @@ def load_model(settings: Settings) -> LoadedModel:
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
         # A single file has no model_index.json to say its class: the models file's family does.
         single_file_class = family_adapter(settings.model_family).pipeline_class
+        if not hasattr(single_file_class, "from_single_file"):  # Qwen-Image in diffusers 0.42
+            raise ValueError(
+                f"family {settings.model_family}: diffusers loads no single-file checkpoint of it; "
+                "give a diffusers folder or a hub id"
+            )
         pipeline = single_file_class.from_single_file(str(path), torch_dtype=dtype)
     else:
         pipeline = DiffusionPipeline.from_pretrained(

@@ -20,9 +20,11 @@ from diffusers import DiffusionPipeline
 LongPrompts = Literal["truncate", "chunk"]
 
 
-def token_count(pipeline: DiffusionPipeline, text: str) -> int:
-    """Tokens of `text` with BOS and EOS, untruncated."""
-    return len(pipeline.tokenizer(text, truncation=False).input_ids) if text else 0
+def token_count(pipeline: DiffusionPipeline, text: str, tokenizer: Any = None) -> int:
+    """Tokens of `text` with the special tokens the tokenizer adds, untruncated (`tokenizer`: the pipeline's
+    first, unless given)."""
+    tokenizer = tokenizer if tokenizer is not None else pipeline.tokenizer
+    return len(tokenizer(text, truncation=False).input_ids) if text else 0
 
 
 def needs_chunks(pipeline: DiffusionPipeline, texts: Sequence[str]) -> bool:

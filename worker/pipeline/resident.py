@@ -23,7 +23,7 @@ from worker.pipeline.previews import preview_event
 from worker.pipeline.prompts import LongPrompts, token_count
 from worker.pipeline.provenance import model_fingerprint, provenance
 from worker.pipeline.safety import FILTERED_INFO_KEY
-from worker.pipeline.samplers import build_scheduler, denoising_iterations, supported_samplers
+from worker.pipeline.samplers import build_scheduler, denoising_iterations, sampler_runs, supported_samplers
 from worker.pipeline.timing import DeviceClock, PipelineTimers
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class ResidentPipeline:
 
     def samplers(self) -> list[Sampler]:
         """The samplers whose scheduler builds from this model's scheduler config."""
-        return supported_samplers(self.base_scheduler_config)
+        return supported_samplers(self.base_scheduler_config, self.family)
 
     def loras(self) -> list[str]:
         """The LoRA adapters this worker offers (names)."""
@@ -87,11 +87,20 @@ class ResidentPipeline:
         cost (with `torch.compile` on, it compiles for that size); 0: none."""
         if steps == 0:
             return
-        generate_images(self.model.pipeline, self.base_scheduler_config, warm_up_request(self.model.pipeline, steps))
+        generate_images(
+            self.model.pipeline,
+            self.base_scheduler_config,
+            warm_up_request(self.model.pipeline, steps),
+            adapter=self.adapter,
+        )
 
     def admit(self, request: GenerateRequest, model_name: str) -> tuple[int, Provenance]:
         """The denoising iterations (step callbacks) `request` will take and the provenance of its run; raises
         ValueError for what this model cannot run (an adapter it does not have, a sampler that does not build)."""
+        if self.family is not None and not sampler_runs(
+            request.sampler, self.base_scheduler_config, self.family, request.mode
+        ):
+            raise ValueError(f"sampler {request.sampler.value} does not run {request.mode.value} on this model")
         # One scheduler answers both; the pipeline call builds its own fresh one.
         scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
         iterations = denoising_iterations(scheduler, request.steps, request.denoise_strength)
@@ -105,10 +114,14 @@ class ResidentPipeline:
             return []
         if self._long_prompts(long_prompts) == "chunk":
             return []  # read whole, in windows
-        window = pipeline.tokenizer.model_max_length
+        tokenizer, window = pipeline.tokenizer, pipeline.tokenizer.model_max_length
+        if self.adapter.max_sequence_length is not None:
+            # The flow families: the long-context encoder (T5, Qwen2.5-VL) reads up to `max_sequence_length`; their
+            # CLIP encoders, where present, give only the pooled summary of the start, as the models were trained.
+            tokenizer, window = self.adapter.long_tokenizer(pipeline), self.adapter.sequence_length(pipeline)
         warnings = []
         for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            count = token_count(pipeline, text)
+            count = token_count(pipeline, text, tokenizer)
             if count > window:
                 warnings.append(
                     f"{field} is {count} tokens; the text encoder reads the first {window}, the rest is ignored"
@@ -139,6 +152,7 @@ class ResidentPipeline:
                     hook,
                     inputs,
                     self._long_prompts(long_prompts),
+                    self.adapter,
                 )
         finally:
             self._timers.stop()
@@ -146,7 +160,7 @@ class ResidentPipeline:
 
     def preview(self, latents: Latents, step: int) -> PreviewEvent:
         """The preview event of one job's latents at `step` (the family's latent→RGB projection)."""
-        return preview_event(latents, self.adapter.latent_rgb, step)
+        return preview_event(latents, self.adapter.latent_rgb, step, self.adapter.latent_rgb_bias)
 
     @staticmethod
     def is_filtered(image: Image.Image) -> bool:

@@ -82,14 +82,16 @@ class PipelineTimers:
     def __init__(self, pipeline: DiffusionPipeline, clock: DeviceClock) -> None:
         self.clock = clock
         self.current: PhaseTimer | None = None
-        for name in ("text_encoder", "text_encoder_2"):
+        for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
             module = getattr(pipeline, name, None)
             if module is not None:
                 self._hook(module, "text_encode")
         decoder = getattr(getattr(pipeline, "vae", None), "decoder", None)
         if decoder is not None:
             self._hook(decoder, "vae_decode")
-        pipeline.unet.register_forward_pre_hook(lambda module, args: self._unet_called())
+        # The denoiser: the SD line's UNet, the flow families' transformer.
+        denoiser = getattr(pipeline, "unet", None) or pipeline.transformer
+        denoiser.register_forward_pre_hook(lambda module, args: self._unet_called())
 
     def _hook(self, module: torch.nn.Module, phase: str) -> None:
         # Hooks return None, so they never replace the module's inputs or outputs.
