@@ -60,6 +60,17 @@ return 'go'
 """
 )
 
+# Fields a running job's run writes about itself (how many jobs share its pipeline call). KEYS: job. ARGV: fence, then
+# field/value pairs. Returns 1, or 0 when the run no longer owns the job.
+NOTE = (
+    _FENCE
+    + """
+if not fenced(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+)
+
 # The claim: a worker takes a job it popped (from RQ's intermediate list) or a batch mate (from the queue) and starts
 # it, in one step, so that at every instant the job is in a list, running under a worker's lease, or terminal.
 # Removing the id from the list is the claim: of two claimants (a worker, and a sweeper giving a stranded job back)

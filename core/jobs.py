@@ -93,6 +93,7 @@ class JobStore:
         self._cancel = redis.register_script(job_scripts.CANCEL)
         self._claim = redis.register_script(job_scripts.CLAIM)
         self._step = redis.register_script(job_scripts.STEP)
+        self._note = redis.register_script(job_scripts.NOTE)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> JobStore:
@@ -261,6 +262,13 @@ class JobStore:
             keys=[keys.job_key(job_id), keys.job_events_key(job_id), keys.webhook_deliveries_key()], args=args
         )
         return StepSignal(result.decode())
+
+    def note_batch(self, runs: list[tuple[str, int]]) -> None:
+        """Record on each running job (id, the attempt that runs it) how many jobs share its pipeline call."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, attempt in runs:
+            self._note(keys=[keys.job_key(job_id)], args=[attempt, "batch_size", len(runs)], client=pipe)
+        pipe.execute()
 
     def publish(self, job_id: str, event: AnyEvent, attempt: int | None = None) -> None:
         """Append a non-terminal event (a preview, say) to the job's stream, if the run `attempt` still owns it."""
@@ -480,6 +488,7 @@ class JobStore:
             eta_seconds=float(eta) if eta is not None and status is JobStatus.RUNNING else None,
             cancel_requested="cancel_requested" in fields,
             attempts=int(fields.get("attempts", 0)),
+            batch_size=int(fields["batch_size"]) if fields.get("batch_size") else None,
             warnings=json.loads(fields.get("warnings", "[]")),
             provenance=Provenance.model_validate_json(fields["provenance"]) if fields.get("provenance") else None,
             timings=Timings(

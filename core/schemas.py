@@ -139,6 +139,11 @@ class GenerateRequest(BaseModel):
     mask_image: InputImage = Field(default=None, description="Inpainting: white repaints, black keeps the image.")
     strength: Strength = 0.8
     loras: list[LoraSpec] = Field(default_factory=list, max_length=4)
+    reproducible: bool = Field(
+        default=False,
+        description="Run alone, never batched with other jobs, so that a re-run from the job's record gives the same "
+        "pixels bit for bit (batched kernels may differ by one level). The job's `batch_size` says how it ran.",
+    )
 
     @model_validator(mode="after")
     def _check_mode(self) -> GenerateRequest:
@@ -250,6 +255,11 @@ class Job(BaseModel):
     eta_seconds: float | None = Field(default=None, description="Predicted seconds until finished (queued, running).")
     cancel_requested: bool = False
     attempts: int = Field(default=0, description="How many times a worker started the job.")
+    batch_size: int | None = Field(
+        default=None,
+        description="How many jobs shared its pipeline call (1: it ran alone; set once it runs). Only a job that ran "
+        "alone is reproduced bit for bit by a re-run; batched, pixels may differ by one level.",
+    )
     warnings: list[str] = Field(default_factory=list)
     provenance: Provenance | None = None
     progress: Progress

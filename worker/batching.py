@@ -2,7 +2,8 @@
 
 Jobs are compatible when everything the denoising loop shares is equal: model, mode, size, steps, sampler, guidance
 (and true CFG's scale), strength and LoRA adapters. Prompts, negative prompts, seeds, input images, image counts,
-output formats and previews may differ per job.
+output formats and previews may differ per job. A job that asks to be `reproducible` runs alone: batched kernels
+may round differently than a batch of one, and only a run alone is reproduced bit for bit.
 """
 
 from __future__ import annotations
@@ -54,14 +55,18 @@ def select_batch(
 ) -> list[str]:
     """Ids of the candidates (in queue order) to run with `first`: compatible ones, while the batch stays within
     `max_jobs` jobs and `max_images` images. A candidate that does not fit is skipped, not a stop: a later, smaller
-    one may still fit.
+    one may still fit. A `reproducible` job takes no mates and is nobody's mate.
     """
+    if first.reproducible:
+        return []
     key = batch_key(first)
     chosen: list[str] = []
     images = first.num_images
     for job_id, request in candidates:
         if 1 + len(chosen) >= max_jobs:
             break
+        if request.reproducible:
+            continue
         if batch_key(request) == key and images + request.num_images <= max_images:
             chosen.append(job_id)
             images += request.num_images

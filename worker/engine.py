@@ -189,6 +189,8 @@ class GenerationEngine:
     def _claim_batch_mates(self, first: GenerateRequest) -> list[ActiveJob]:
         """Take compatible jobs off the queue (waiting up to `batch_wait_ms` for them) and start them."""
         mates: list[ActiveJob] = []
+        if first.reproducible:
+            return mates  # it runs alone (worker/batching.py)
         jobs_left = self.settings.max_batch - 1
         images_left = self.settings.max_batch_images - first.num_images
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
@@ -221,6 +223,10 @@ class GenerationEngine:
     # --- the pipeline call ----------------------------------------------------------------------------------
 
     def _run_batch(self, batch: list[ActiveJob]) -> None:
+        try:
+            self.store.note_batch([(job.job_id, job.attempt) for job in batch])
+        except RedisError:
+            log.warning("batch size not recorded: Redis unavailable")
         requests = [job.request for job in batch]
         parts = split_counts(requests)
         live = {job.job_id for job in batch}

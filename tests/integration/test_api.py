@@ -172,3 +172,22 @@ def test_lora_unknown_to_the_models_live_workers_is_422(client: TestClient, redi
     assert accepted.status_code == 202
     assert accepted.json()["request"]["loras"] == [{"name": "style", "scale": 0.7}]
     assert client.get("/models").json()[0]["loras"] == ["sketch", "style"]
+
+
+def test_reproducible_is_taken_as_json_and_as_a_multipart_part(client: TestClient) -> None:
+    parts = b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % pair
+        for pair in ((b"prompt", b"x"), (b"reproducible", b"true"))
+    )
+    answers = [
+        client.post("/generate", json={"prompt": "x", "reproducible": True}),
+        client.post(
+            "/generate", content=parts + b"--b--\r\n", headers={"content-type": "multipart/form-data; boundary=b"}
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 202, answer.text
+        job = client.get(f"/jobs/{answer.json()['id']}").json()
+        assert job["request"]["reproducible"] is True
+        assert job["batch_size"] is None  # not run yet
+    assert client.post("/generate", json={"prompt": "x", "reproducible": "maybe"}).status_code == 422

@@ -194,6 +194,7 @@ def test_compatible_queued_jobs_run_as_one_batch(batching: GenerationEngine, loa
         types = [entry.type for entry in read_events(store.redis, job_id)]
         assert types[:2] == ["queued", "started"] and types[-1] == "succeeded" and "step" in types
     assert metrics.BATCH_SIZE.labels("tiny")._sum.get() - before == 4  # 1 + 2 + 1 images in one call
+    assert [store.get(job_id).batch_size for job_id in ("first", "mate-1", "mate-2")] == [3, 3, 3]
     assert store.get("other-size").status is JobStatus.QUEUED
     assert model_queue(store.redis, "tiny").job_ids == ["other-size"]
     # Each job's pixels are what it gets alone.
@@ -202,6 +203,24 @@ def test_compatible_queued_jobs_run_as_one_batch(batching: GenerationEngine, loa
     )
     got = Image.open(io.BytesIO(store.get_image("mate-1", 1)))
     assert np.abs(np.asarray(got).astype(int) - np.asarray(alone[1]).astype(int)).max() <= 2
+
+
+def test_a_reproducible_job_runs_alone_and_its_rerun_is_bit_exact(batching: GenerationEngine, store: JobStore) -> None:
+    _queue_job(store, "alone", seed=21, reproducible=True)
+    _enqueue(store, "would-be-mate", seed=22)
+    batching.run(_dequeue(store, "alone"))
+    batching.drain()
+    assert store.get("alone").status is JobStatus.SUCCEEDED
+    assert store.get("alone").batch_size == 1
+    assert store.get("would-be-mate").status is JobStatus.QUEUED  # not taken as its mate
+    batching.run(_dequeue(store, "would-be-mate"))
+    batching.drain()
+    # A re-run from the record (every field as recorded) gives the same bytes.
+    _queue_job(store, "again", **_payload_of(store, "alone"))
+    batching.run(_dequeue(store, "again"))
+    batching.drain()
+    assert store.get("again").batch_size == 1
+    assert store.get_image("again", 0) == store.get_image("alone", 0)
 
 
 def _payload_of(store: JobStore, job_id: str) -> dict:

@@ -85,3 +85,9 @@ def test_batch_pixels_equal_each_job_alone(pipeline) -> None:
 def test_incompatible_requests_are_refused(pipeline) -> None:
     with pytest.raises(ValueError, match="share"):
         generate_batch(pipeline, dict(pipeline.scheduler.config), [_r(), _r(steps=4)])
+
+
+def test_a_reproducible_job_runs_alone() -> None:
+    candidates = [("plain", _r()), ("alone", _r(reproducible=True)), ("plain-2", _r())]
+    assert select_batch(_r(), candidates, max_jobs=4, max_images=16) == ["plain", "plain-2"]  # nobody's mate
+    assert select_batch(_r(reproducible=True), candidates, max_jobs=4, max_images=16) == []  # takes none

@@ -157,7 +157,7 @@ def test_multipart_body_has_every_field_with_its_type_and_bounds(client: TestCli
             assert name in _JSON_FORM_FIELDS
         else:
             expected = _value_schema(field, definitions)
-            assert expected["type"] in ("string", "integer", "number"), name
+            assert expected["type"] in ("string", "integer", "number", "boolean"), name
             assert _value_schema(part, definitions) == expected, name
     steps = form["properties"]["steps"]
     assert (steps["type"], steps["minimum"], steps["maximum"], steps["default"]) == ("integer", 1, 150, 25)
