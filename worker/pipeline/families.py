@@ -18,6 +18,14 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
+from diffusers.loaders import (
+    FluxLoraLoaderMixin,
+    QwenImageLoraLoaderMixin,
+    SD3LoraLoaderMixin,
+    StableDiffusionLoraLoaderMixin,
+    StableDiffusionXLLoraLoaderMixin,
+)
+from diffusers.loaders.lora_base import LoraBaseMixin
 
 from core.families import ModelFamily
 from core.schemas import GenerateRequest
@@ -40,6 +48,10 @@ class FamilyAdapter:
     # Whether img2img takes the request's width and height (the flow families' img2img pipelines otherwise make
     # their native size; the SD line's take the size of the image, already fitted to the request's).
     img2img_takes_size: ClassVar[bool] = False
+    # The diffusers loader (a mixin of the family's pipeline classes) whose `load_lora_weights`, `set_adapters` and
+    # `disable_lora` the worker's LoRA code calls; None: the family takes no LoRA, and a job asking for one is refused
+    # at admission. The base: whichever loader the pipeline's class has (refused where it has none).
+    lora_loader: ClassVar[type[Any] | None] = LoraBaseMixin
 
     def chunks_long_prompts(self, pipeline: DiffusionPipeline) -> bool:
         """Whether prompts past the text encoder's window may be read in chunks (one CLIP encoder, no pooled
@@ -63,6 +75,7 @@ class StableDiffusionAdapter(FamilyAdapter):
     """Stable Diffusion 1.x and 2.x: one CLIP text encoder, 4-channel latents."""
 
     pipeline_class = StableDiffusionPipeline
+    lora_loader = StableDiffusionLoraLoaderMixin
     # Fitted on decoded images by the community (the projections ComfyUI and AUTOMATIC1111 use for fast previews).
     latent_rgb = torch.tensor(
         [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]]
@@ -73,6 +86,7 @@ class StableDiffusionXLAdapter(FamilyAdapter):
     """SDXL and SDXL-Turbo: two text encoders with pooled embeddings, their own VAE scaling."""
 
     pipeline_class = StableDiffusionXLPipeline
+    lora_loader = StableDiffusionXLLoraLoaderMixin
     latent_rgb = torch.tensor(
         [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]]
     )
@@ -188,6 +202,7 @@ class Sd3Adapter(FlowAdapter):
     """Stable Diffusion 3 / 3.5: two CLIP encoders and T5, MMDiT over 16-channel latents, classifier-free guidance."""
 
     pipeline_class = StableDiffusion3Pipeline
+    lora_loader = SD3LoraLoaderMixin
     long_tokenizer_name = "tokenizer_3"
     latent_rgb = SD3_LATENT_RGB
     latent_rgb_bias = SD3_LATENT_RGB_BIAS
@@ -225,6 +240,7 @@ class FluxAdapter(TrueCfgAdapter):
     """FLUX.1 dev / schnell: CLIP (pooled) and T5, guidance-distilled transformer over packed 16-channel latents."""
 
     pipeline_class = FluxPipeline
+    lora_loader = FluxLoraLoaderMixin
     long_tokenizer_name = "tokenizer_2"
     latent_rgb = FLUX_LATENT_RGB
     latent_rgb_bias = FLUX_LATENT_RGB_BIAS
@@ -246,6 +262,7 @@ class QwenImageAdapter(TrueCfgAdapter):
     """Qwen-Image: a Qwen2.5-VL text encoder, MMDiT over packed 16-channel latents of a Wan-style VAE."""
 
     pipeline_class = QwenImagePipeline
+    lora_loader = QwenImageLoraLoaderMixin
     latent_rgb = QWEN_IMAGE_LATENT_RGB
     latent_rgb_bias = QWEN_IMAGE_LATENT_RGB_BIAS
     max_sequence_length = 1024

@@ -57,7 +57,7 @@ class ResidentPipeline:
         self.fingerprint = model_fingerprint(model.source)
         self.lora_folder = lora_dir
         self._timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
-        self._lora_adapters = LoraAdapters(model.pipeline, lora_dir)
+        self._lora_adapters = LoraAdapters(model.pipeline, lora_dir, self.family)
 
     @classmethod
     def load(cls, settings: Settings) -> ResidentPipeline:
@@ -79,8 +79,9 @@ class ResidentPipeline:
         return supported_samplers(self.base_scheduler_config, self.family)
 
     def loras(self) -> list[str]:
-        """The LoRA adapters this worker offers (names)."""
-        return available_loras(self.lora_folder)
+        """The LoRA adapters this worker offers (names); none when its model takes no LoRA (the API then refuses
+        adapters with a 422 instead of the job failing here)."""
+        return available_loras(self.lora_folder) if self._lora_adapters.supported else []
 
     def warm_up(self, steps: int) -> None:
         """One short generation of `steps` steps at the model's native size, so the first request pays no start-up
