@@ -7,6 +7,7 @@ import io
 
 from PIL import Image, PngImagePlugin
 
+from core.families import family_row
 from core.schemas import GenerateRequest, GenerationMode, OutputFormat
 
 DEFAULT_QUALITY = {OutputFormat.JPEG: 92, OutputFormat.WEBP: 90}
@@ -14,14 +15,30 @@ _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 
 
-def a1111_parameters(request: GenerateRequest, seed: int, model: str) -> str:
-    """The AUTOMATIC1111 `parameters` text of one image: prompt, negative prompt, then the settings line."""
+def guidance_parameters(request: GenerateRequest, family: str | None = None) -> str:
+    """The guidance settings of the parameters text, as the A1111 line of tools (AUTOMATIC1111, Forge) writes them
+    for the model's family: `CFG scale` is the classifier-free guidance scale that ran. For FLUX and Qwen-Image that
+    is `true_cfg_scale` (1: off), and a guidance strength the model takes as an input is `Distilled CFG Scale`
+    (FLUX's `guidance_scale`; Qwen-Image's where a guidance-distilled checkpoint reads it, i.e. other than 1). Other
+    families, and a model of unknown family: `CFG scale` is `guidance_scale`."""
+    row = family_row(family)
+    if not row.true_cfg:
+        return f"CFG scale: {request.guidance_scale:g}"
+    text = f"CFG scale: {request.true_cfg_scale or 1.0:g}"
+    if row.guidance == "distilled" or request.guidance_scale != 1.0:
+        text += f", Distilled CFG Scale: {request.guidance_scale:g}"
+    return text
+
+
+def a1111_parameters(request: GenerateRequest, seed: int, model: str, family: str | None = None) -> str:
+    """The AUTOMATIC1111 `parameters` text of one image: prompt, negative prompt, then the settings line (the
+    sampler by its A1111 name; the guidance as `family`, a `core.families.ModelFamily` value, takes it)."""
     # LoRA adapters as AUTOMATIC1111 writes them: `<lora:name:scale>` after the prompt.
     lines = [" ".join([request.prompt, *(f"<lora:{lora.name}:{lora.scale:g}>" for lora in request.loras)])]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     settings = (
-        f"Steps: {request.steps}, Sampler: {request.sampler.a1111_name}, CFG scale: {request.guidance_scale:g}, "
+        f"Steps: {request.steps}, Sampler: {request.sampler.a1111_name}, {guidance_parameters(request, family)}, "
         f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model}"
     )
     if request.mode is not GenerationMode.TXT2IMG:

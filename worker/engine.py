@@ -279,7 +279,7 @@ class GenerationEngine:
                     encode_image(
                         image,
                         request.output_format,
-                        parameters=a1111_parameters(request, seed, self.model_name),
+                        parameters=a1111_parameters(request, seed, self.model_name, self.resident.family),
                         quality=request.output_quality,
                     )
                     for image, seed in zip(images, request.image_seeds(), strict=True)

@@ -54,3 +54,55 @@ def test_quality_changes_lossy_size() -> None:
     low = encode_image(image, OutputFormat.JPEG, quality=10)
     high = encode_image(image, OutputFormat.JPEG, quality=95)
     assert len(low) < len(high)
+
+
+def _flow_request(**fields: object) -> GenerateRequest:
+    base = {"prompt": "a red circle", "width": 1024, "height": 768, "steps": 28, "sampler": "flow_euler"}
+    return GenerateRequest.model_validate({**base, **fields})
+
+
+def test_flux_writes_true_cfg_as_cfg_scale_and_its_distilled_guidance() -> None:
+    # FLUX.1-dev's guidance_scale is an input of the model, not CFG: written as Forge writes it. Its CFG scale is
+    # the true CFG that ran (1: off, one pass per step).
+    assert a1111_parameters(_flow_request(guidance_scale=3.5), 42, "flux-dev", "flux") == (
+        "a red circle\nSteps: 28, Sampler: Euler, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 42, "
+        "Size: 1024x768, Model: flux-dev"
+    )
+    text = a1111_parameters(
+        _flow_request(guidance_scale=3.5, true_cfg_scale=4, negative_prompt="blurry"), 1, "flux-dev", "flux"
+    )
+    assert text.split("\n")[1] == "Negative prompt: blurry"
+    assert ", CFG scale: 4, Distilled CFG Scale: 3.5, " in text
+    # schnell: no guidance at all, still said.
+    assert ", CFG scale: 1, Distilled CFG Scale: 0, " in a1111_parameters(
+        _flow_request(guidance_scale=0.0, steps=4), 1, "flux-schnell", "flux"
+    )
+
+
+def test_qwen_image_cfg_scale_is_its_true_cfg_scale() -> None:
+    text = a1111_parameters(_flow_request(guidance_scale=1.0, true_cfg_scale=4.0), 3, "qwen-image", "qwen-image")
+    assert ", CFG scale: 4, Seed: 3, " in text
+    assert "Distilled" not in text  # 1.0: the (non-distilled) checkpoint reads no guidance strength
+    distilled = a1111_parameters(_flow_request(guidance_scale=2.5, true_cfg_scale=1.0), 3, "q", "qwen-image")
+    assert ", CFG scale: 1, Distilled CFG Scale: 2.5, " in distilled
+
+
+@pytest.mark.parametrize("family", ["sd3", "sd15", "sdxl", None, "no-such-family"])
+def test_cfg_families_write_guidance_scale(family: str | None) -> None:
+    text = a1111_parameters(_flow_request(guidance_scale=7.0), 5, "m", family)
+    assert ", CFG scale: 7, Seed: 5, " in text and "Distilled" not in text
+
+
+@pytest.mark.parametrize(
+    ("sampler", "a1111_name"),
+    [("flow_euler", "Euler"), ("flow_heun", "Heun"), ("flow_dpmpp_2m", "DPM++ 2M"), ("flow_unipc", "UniPC")],
+)
+def test_flow_sampler_names(sampler: str, a1111_name: str) -> None:
+    text = a1111_parameters(_flow_request(sampler=sampler, guidance_scale=4.5), 42, "sd35", "sd3")
+    assert f"Steps: 28, Sampler: {a1111_name}, CFG scale: 4.5, " in text
+
+
+def test_flow_img2img_writes_its_strength() -> None:
+    request = _flow_request(init_image="sha256:" + "0" * 64, strength=0.6, true_cfg_scale=4.0, guidance_scale=1.0)
+    text = a1111_parameters(request, 42, "qwen-image", "qwen-image")
+    assert text.endswith("CFG scale: 4, Seed: 42, Size: 1024x768, Model: qwen-image, Denoising strength: 0.6")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,34 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _recordable(value: Any) -> Any:
+    """A config value as JSON keeps it: a float that is not finite (DPM-Solver's `lambda_min_clipped` is -inf) as
+    its name, `"-inf"`, which `float()` reads back (JSON has no infinity; the record would say null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_recordable(item) for item in value]
+    return value
+
+
+def scheduler_record(scheduler: Any) -> dict[str, Any]:
+    """The scheduler's config as it was built for the run: the model's own (for the flow families the shift
+    settings: `shift`, and with `use_dynamic_shifting` the base and max shift and sequence lengths from which the
+    pipeline derives the shift for the image's size), with the sampler's options laid over it (`flow_shift`,
+    `use_flow_sigmas`, `prediction_type` for the multistep solvers on flow sigmas). The config's items, not its
+    attributes: `set_timesteps` with a `mu` overwrites DPM-Solver's `flow_shift` attribute for that call only."""
+    return {key: _recordable(value) for key, value in dict(scheduler.config).items() if not key.startswith("_")}
+
+
 def provenance(model: LoadedModel, model_name: str, fingerprint: str, scheduler: Any) -> Provenance:
-    """The record of one pipeline call's circumstances."""
+    """The record of one pipeline call's circumstances (any family: the model's files, whatever its denoiser, UNet
+    or transformer; the scheduler and its config; the dtype it runs in, bfloat16 for the flow families on CUDA)."""
     return Provenance(
         model=model_name,
         model_source=model.source,
         model_hash=fingerprint,
         scheduler=type(scheduler).__name__,
-        scheduler_config={k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
+        scheduler_config=scheduler_record(scheduler),
         libraries=dict(library_versions()),
         device=str(model.device),
         dtype=str(model.dtype).removeprefix("torch."),
