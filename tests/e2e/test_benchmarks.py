@@ -61,6 +61,21 @@ def test_pipeline_benchmark_on_cpu(tmp_path: Path, cache_dir: Path) -> None:
     assert "verdict: n/a on cpu" in stdout
 
 
+def test_family_pipeline_benchmark_on_cpu_and_the_real_configs_counted(tmp_path: Path, cache_dir: Path) -> None:
+    stdout, result = _run(
+        tmp_path, cache_dir, "bench.pipeline_families", "--device", "cpu", "--model", "tiny-flux", "--steps", "2",
+        "--batches", "1,2", "--repeats", "1",
+    )  # fmt: skip
+    assert [row["batch"] for row in result["rows"]] == [1, 2]
+    assert result["baseline_seconds"] > 0 and result["speedup_batch_1"] > 0
+    assert "ratio: worker path at batch 1" in stdout
+    # The real sizes are built on the meta device (no weights): their denoisers have the published parameter counts.
+    for model, billions in (("sdxl", 2.57), ("flux-dev", 11.90)):
+        _, counted = _run(tmp_path, cache_dir, "bench.pipeline_families", "--model", model, "--count-only")
+        assert abs(counted["parameters"] / 1e9 - billions) < 0.01, counted
+        assert counted["tflop"] > 1
+
+
 @pytest.mark.parametrize("jobs", [30])
 def test_memory_benchmark(tmp_path: Path, cache_dir: Path, jobs: int) -> None:
     _, result = _run(tmp_path, cache_dir, "bench.memory", "--jobs", str(jobs))
