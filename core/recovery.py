@@ -2,7 +2,8 @@
 in its queue, running under a live worker's lease, or ended:
 
 - running jobs whose worker stopped beating, or beats while no longer running them (it lost Redis mid-job, or a
-  failover lost its claim), are re-queued at the front (or failed `worker_lost` after `max_attempts`);
+  failover lost its claim), are re-queued at the front (or failed `worker_lost` after `max_attempts`), once their
+  lease, three heartbeats from the claim, has run out;
 - jobs a worker's queue loop moved to RQ's intermediate list and never claimed (it died, or lost Redis, in between)
   go back to the front of their queue once seen there for `stranded_seconds`;
 - queued jobs past their queue TTL end `expired`.
@@ -26,8 +27,13 @@ from core.schemas import JobStatus, WorkerInfo
 log = logging.getLogger(__name__)
 
 
-def reap_lost_jobs(redis: Redis, store: JobStore, max_attempts: int) -> list[tuple[str, str]]:
-    """Requeue or fail each running job its worker no longer runs (heartbeat expired, or beating without it)."""
+def reap_lost_jobs(
+    redis: Redis, store: JobStore, max_attempts: int, lease_seconds: float = 0.0, now: float | None = None
+) -> list[tuple[str, str]]:
+    """Requeue or fail each running job its worker no longer runs (heartbeat expired, or beating without it), once
+    its lease (`lease_seconds` from its claim) has run out: a worker that has just claimed a job may not have beaten
+    since (e.g. right after a failover, whose new primary lacks its last beat)."""
+    now = time.time() if now is None else now
     actions = []
     for raw_id in redis.smembers(keys.running_jobs_key()):
         job_id = raw_id.decode()
@@ -37,6 +43,8 @@ def reap_lost_jobs(redis: Redis, store: JobStore, max_attempts: int) -> list[tup
             redis.srem(keys.running_jobs_key(), job_id)  # finished or expired meanwhile
             continue
         worker = (worker_id or b"").decode()
+        if now - float(started_at or 0) < lease_seconds:
+            continue  # its lease has not run out yet: too early to tell
         if _still_working_on(redis, worker, job_id, float(started_at or 0)):
             continue
         tries = int(attempts or 0)
@@ -99,8 +107,9 @@ def give_back_stranded_jobs(
     return returned
 
 
-def sweep(redis: Redis, store: JobStore, max_attempts: int, stranded_seconds: float) -> None:
-    """One pass of every recovery."""
-    reap_lost_jobs(redis, store, max_attempts)
-    give_back_stranded_jobs(redis, store, stranded_seconds)
+def sweep(redis: Redis, store: JobStore, max_attempts: int, lease_seconds: float) -> None:
+    """One pass of every recovery; `lease_seconds` (three heartbeats) bounds both the lease of a running job and how
+    long a dequeued job may wait for its claim."""
+    reap_lost_jobs(redis, store, max_attempts, lease_seconds)
+    give_back_stranded_jobs(redis, store, lease_seconds)
     expire_overdue_jobs(redis, store)

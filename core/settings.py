@@ -268,9 +268,10 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def stranded_seconds(self) -> float:
-        """How long a job may sit dequeued and unclaimed before the sweep gives it back to its queue: three heartbeats
-        (a worker claims within milliseconds unless it died or lost Redis in between)."""
+    def lease_seconds(self) -> float:
+        """A worker's lease on a job: three heartbeats. A running job is judged lost only once its lease, counted from
+        its claim, has run out and its worker's record lapsed or no longer names it; a job dequeued and not claimed
+        for this long goes back to its queue (a worker claims within milliseconds unless it died or lost Redis)."""
         return 3 * self.heartbeat_seconds
 
     def served_model_name(self) -> str:

@@ -28,7 +28,7 @@ class Sweeper(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.settings.reaper_seconds):
             try:
-                sweep(self.redis, self.store, self.settings.max_attempts, self.settings.stranded_seconds)
+                sweep(self.redis, self.store, self.settings.max_attempts, self.settings.lease_seconds)
             except RedisError as exc:  # Redis away: try again next time, one line each
                 log.warning("recovery sweep skipped: Redis unavailable (%s)", exc)
             except Exception:

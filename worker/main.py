@@ -228,7 +228,7 @@ def run_worker(settings: Settings) -> None:
         info,
         status,
         settings.heartbeat_seconds,
-        lambda: sweep(redis, store, settings.max_attempts, settings.stranded_seconds),
+        lambda: sweep(redis, store, settings.max_attempts, settings.lease_seconds),
     )
     try:
         heartbeat.beat()

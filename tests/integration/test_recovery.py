@@ -113,3 +113,20 @@ def test_queue_ttl_is_capped_by_the_server(store: JobStore) -> None:
     assert store.job_queue_ttl(GenerateRequest(prompt="x", queue_ttl_seconds=10)) == 10
     assert store.job_queue_ttl(GenerateRequest(prompt="x", queue_ttl_seconds=86400)) == store.queue_ttl
     assert store.job_queue_ttl(GenerateRequest(prompt="x")) == store.queue_ttl
+
+
+def test_a_job_is_not_judged_lost_before_its_lease_runs_out(store: JobStore, redis_client: Redis) -> None:
+    """Right after a failover the new primary may lack the worker's last beat: a job its worker has just claimed is
+    left alone until its lease (three heartbeats from the claim) has run out."""
+    _queue(store, redis_client, "fresh")
+    assert store.claim("fresh", "w-no-record-yet", 3)
+    claimed_at = store.get("fresh").timings.started_at.timestamp()
+    assert reap_lost_jobs(redis_client, store, max_attempts=3, lease_seconds=3, now=claimed_at + 2) == []
+    _alive(redis_client, "w-no-record-yet", current_job="fresh")  # its beat arrives: it keeps the job
+    redis_client.hset("imagegen:job:fresh", "started_at", claimed_at - 5)
+    assert reap_lost_jobs(redis_client, store, max_attempts=3, lease_seconds=3, now=claimed_at + 4) == []
+    redis_client.delete(keys.worker_key("w-no-record-yet"))  # and if it never beats: lost once the lease ran out
+    assert reap_lost_jobs(redis_client, store, max_attempts=3, lease_seconds=3, now=claimed_at + 4) == [
+        ("fresh", "requeued")
+    ]
+    assert store.get("fresh").attempts == 1
