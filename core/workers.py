@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis import Redis
 
 from core import keys
+from core.samplers import Sampler
 from core.schemas import ModelInfo, WorkerInfo
 
 
@@ -59,9 +60,14 @@ def models_served(
                 defaults=defaults,
                 workers=len(group),
                 worker_ids=sorted(w.id for w in group),
-                samplers=sorted({s for w in group for s in w.samplers}),
+                samplers=_in_table_order({s for w in group for s in w.samplers}),
                 devices=sorted({w.device for w in group}),
                 loras=sorted({lora for w in group for lora in w.loras}),
             )
         )
     return infos
+
+
+def _in_table_order(samplers: set[Sampler]) -> list[Sampler]:
+    """The samplers in the sampler table's order (as `capabilities.samplers_by_mode` lists them)."""
+    return [sampler for sampler in Sampler if sampler in samplers]
