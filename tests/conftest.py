@@ -11,6 +11,7 @@ from redis import Redis
 
 from core.jobs import JobStore
 from core.settings import Settings
+from tests.redis_servers import RedisProcesses
 
 # A real Redis; tests own this db index and flush it before and after each test that uses it.
 TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -54,3 +55,13 @@ def redis_client() -> Iterator[Redis]:
 def store(redis_client: Redis, settings: Settings) -> JobStore:
     """A job store over the test Redis."""
     return JobStore.from_settings(redis_client, settings)
+
+
+@pytest.fixture
+def redis_processes(tmp_path: Path) -> Iterator[RedisProcesses]:
+    """redis-server and redis-sentinel processes of the test's own, on free loopback ports; all stopped after it."""
+    processes = RedisProcesses(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.stop()

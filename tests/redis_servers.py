@@ -50,11 +50,13 @@ class RedisProcesses:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.argv: dict[int, list[str]] = {}
 
     def _start(self, port: int, argv: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}-{port}.log").open("wb")
+        log = (self.tmp / f"{name}-{port}.log").open("ab")
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self.processes[port] = process
+        self.argv[port] = argv
         return process
 
     def server(self, replica_of: int | None = None, appendfsync: str = "everysec", streamed: bool = True) -> int:
@@ -131,6 +133,11 @@ class RedisProcesses:
         process = self.processes[port]
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+    def restart(self, port: int) -> None:
+        """Start the redis-server on `port` again, as it was started (same AOF directory), after `kill`."""
+        self._start(port, self.argv[port], "redis")
+        _wait(lambda: Redis(port=port).ping(), 30, f"redis-server on {port} again")
 
     def pause(self, port: int) -> None:
         """SIGSTOP: the process keeps its connections open and answers nothing."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,15 +24,6 @@ pytestmark = [pytest.mark.slow, needs_sentinel]
 
 JOB = {"prompt": "failover", "width": 64, "height": 64, "steps": 2}
 LONG = {"prompt": "running at the kill", "width": 384, "height": 384, "steps": 20}
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[RedisProcesses]:
-    processes = RedisProcesses(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.stop()
 
 
 class Submitter(threading.Thread):
@@ -67,12 +57,14 @@ class Submitter(threading.Thread):
 
 
 def test_primary_killed_mid_load_every_acknowledged_job_succeeds_after_failover(
-    servers: RedisProcesses, cache_dir: Path, tmp_path: Path
+    redis_processes: RedisProcesses, cache_dir: Path, tmp_path: Path
 ) -> None:
-    primary = servers.server()
-    replica = servers.server(replica_of=primary)
-    sentinels = [servers.sentinel(primary, quorum=2, down_after_ms=1000, failover_timeout_ms=3000) for _ in range(3)]
-    servers.wait_replicas_known(sentinels, replicas=1)
+    primary = redis_processes.server()
+    replica = redis_processes.server(replica_of=primary)
+    sentinels = [
+        redis_processes.sentinel(primary, quorum=2, down_after_ms=1000, failover_timeout_ms=3000) for _ in range(3)
+    ]
+    redis_processes.wait_replicas_known(sentinels, replicas=1)
     env = {
         **stack_env(cache_dir),
         # Nothing listens at the URL's address: with sentinels only its db index is used.
@@ -99,11 +91,15 @@ def test_primary_killed_mid_load_every_acknowledged_job_succeeds_after_failover(
         statuses = {j: stack.client.get(f"/jobs/{j}").json()["status"] for j in [long_job, *submitter.accepted()]}
         unfinished = [job for job, status in statuses.items() if status != "succeeded"]
         killed_at = time.monotonic()
-        servers.kill(primary)
+        redis_processes.kill(primary)
         before = [done_before, long_job, *submitter.accepted(answered_before=killed_at)]
 
-        wait_until(lambda: servers.primary_port(sentinels[0]) == replica, 30, "the sentinels to promote the replica")
-        servers.server(replica_of=replica)  # a replica for the new primary, so submissions can be acknowledged again
+        wait_until(
+            lambda: redis_processes.primary_port(sentinels[0]) == replica, 30, "the sentinels to promote the replica"
+        )
+        redis_processes.server(
+            replica_of=replica
+        )  # a replica for the new primary, so submissions can be acknowledged again
         replicated_again = time.monotonic()
         wait_until(lambda: len(submitter.accepted(sent_after=replicated_again)) >= 5, 60, "5 jobs acknowledged after")
         submitter.stopped.set()

@@ -9,7 +9,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,6 @@ pytestmark = needs_sentinel
 REQUEST = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 2}
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[RedisProcesses]:
-    processes = RedisProcesses(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.stop()
-
-
 def _through_sentinel(settings: Settings, sentinel: int, **update: Any) -> Settings:
     # The URL's host and port are unused with sentinels (nothing listens on port 1); its db index still applies.
     return settings.model_copy(
@@ -55,9 +46,9 @@ def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-def _fail_over(servers: RedisProcesses, sentinel: int, old_primary: int, new_primary: int) -> None:
+def _fail_over(redis_processes: RedisProcesses, sentinel: int, old_primary: int, new_primary: int) -> None:
     Redis(port=sentinel).sentinel_failover(MASTER_NAME)  # a forced failover: no agreement or down time needed
-    _until(lambda: servers.primary_port(sentinel) == new_primary, 30, "the sentinel to name the new primary")
+    _until(lambda: redis_processes.primary_port(sentinel) == new_primary, 30, "the sentinel to name the new primary")
     _until(lambda: Redis(port=new_primary).info("replication")["role"] == "master", 30, "the promotion")
     # Until the old primary is made a replica it still takes writes from connections that were open to it (and loses
     # them at its resync): the window docs/reliability.md describes. The sentinel demotes it some 10 s later; do now
@@ -66,12 +57,12 @@ def _fail_over(servers: RedisProcesses, sentinel: int, old_primary: int, new_pri
 
 
 def test_clients_made_from_settings_find_the_primary_through_sentinel_and_follow_a_failover(
-    servers: RedisProcesses, settings: Settings
+    redis_processes: RedisProcesses, settings: Settings
 ) -> None:
-    primary = servers.server()
-    replica = servers.server(replica_of=primary)
-    sentinel = servers.sentinel(primary, quorum=1)
-    servers.wait_replicas_known([sentinel], replicas=1)
+    primary = redis_processes.server()
+    replica = redis_processes.server(replica_of=primary)
+    sentinel = redis_processes.sentinel(primary, quorum=1)
+    redis_processes.wait_replicas_known([sentinel], replicas=1)
     settings = _through_sentinel(settings, sentinel)
     client = redis_client(settings, socket_timeout=5, health_check_interval=30)
 
@@ -102,7 +93,7 @@ def test_clients_made_from_settings_find_the_primary_through_sentinel_and_follow
     on_primary = Redis(port=primary, db=2)
     assert on_primary.mget("sync", "async") == [b"before", b"before"], "db 2 of the URL, on the primary"
 
-    _fail_over(servers, sentinel, primary, replica)
+    _fail_over(redis_processes, sentinel, primary, replica)
     write("after")  # the client's pooled connections still point at the old primary, now read-only
     asyncio.run(write_async("after"))
     assert Redis(port=replica, db=2).mget("sync", "async") == [b"after", b"after"], "written to the new primary"
@@ -110,11 +101,11 @@ def test_clients_made_from_settings_find_the_primary_through_sentinel_and_follow
 
 
 def test_a_submission_waits_for_its_replica_and_is_503_not_replicated_when_none_acknowledges(
-    servers: RedisProcesses, settings: Settings
+    redis_processes: RedisProcesses, settings: Settings
 ) -> None:
-    primary = servers.server()
-    replica = servers.server(replica_of=primary)
-    sentinel = servers.sentinel(primary, quorum=1)
+    primary = redis_processes.server()
+    replica = redis_processes.server(replica_of=primary)
+    sentinel = redis_processes.sentinel(primary, quorum=1)
     settings = _through_sentinel(settings, sentinel, redis_min_replicas=1, redis_replica_timeout_ms=300)
     api = TestClient(create_app(settings), raise_server_exceptions=False)
 
@@ -124,11 +115,11 @@ def test_a_submission_waits_for_its_replica_and_is_503_not_replicated_when_none_
 
     # A stopped replica keeps its link open but acknowledges nothing: WAIT on the connection that wrote the job
     # times out. (On any other connection WAIT would count it at once: that connection wrote nothing.)
-    servers.pause(replica)
+    redis_processes.pause(replica)
     try:
         refused = api.post("/generate", json=REQUEST)
     finally:
-        servers.resume(replica)
+        redis_processes.resume(replica)
     assert refused.status_code == 503, refused.text
     assert refused.headers["retry-after"] == "1"
     error = refused.json()["error"]
@@ -148,10 +139,10 @@ def test_a_submission_waits_for_its_replica_and_is_503_not_replicated_when_none_
 
 @pytest.mark.parametrize("min_replicas", [0, 1])
 def test_submissions_give_their_connection_back_to_the_pool(
-    min_replicas: int, servers: RedisProcesses, settings: Settings
+    min_replicas: int, redis_processes: RedisProcesses, settings: Settings
 ) -> None:
-    primary = servers.server()
-    servers.server(replica_of=primary)
+    primary = redis_processes.server()
+    redis_processes.server(replica_of=primary)
     settings = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{primary}/0", "redis_min_replicas": min_replicas}
     )
@@ -166,15 +157,15 @@ PRESTOP = Path(__file__).resolve().parents[2] / "deploy/k8s/components/redis-sen
 
 
 def test_the_kubernetes_prestop_hands_the_primary_over_without_losing_an_acknowledged_write(
-    servers: RedisProcesses, settings: Settings
+    redis_processes: RedisProcesses, settings: Settings
 ) -> None:
     """deploy/k8s/components/redis-sentinel's preStop, run on loopback: a stopping primary pauses writes, has a
     sentinel promote its replica and follows it; a client writing all along loses no acknowledged write."""
-    primary = servers.server()
+    primary = redis_processes.server()
     # Not waiting for the replica to be streamed writes: the hand-over must wait until it has every one.
-    replica = servers.server(replica_of=primary, streamed=False)
-    sentinel = servers.sentinel(primary, quorum=1)
-    servers.wait_replicas_known([sentinel], replicas=1)
+    replica = redis_processes.server(replica_of=primary, streamed=False)
+    sentinel = redis_processes.sentinel(primary, quorum=1)
+    redis_processes.wait_replicas_known([sentinel], replicas=1)
     client = redis_client(_through_sentinel(settings, sentinel), socket_timeout=5)
     acknowledged: list[int] = []
     stop = threading.Event()
