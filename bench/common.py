@@ -41,3 +41,10 @@ def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], No
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def print_verdicts(verdicts: list[tuple[str, bool]]) -> dict[str, bool]:
+    """Print each verdict as `verdict: PASS name` or `verdict: FAIL name`; returns them by name (for the JSON)."""
+    for name, ok in verdicts:
+        print(f"verdict: {'PASS' if ok else 'FAIL'} {name}")
+    return dict(verdicts)

@@ -49,7 +49,7 @@ import httpx
 from redis import Redis
 from redis.exceptions import RedisError
 
-from bench.common import free_port
+from bench.common import free_port, print_verdicts
 from core import keys
 from core.event_stream import read_events
 
@@ -653,8 +653,7 @@ def main() -> None:
     print()
     print(render(table))
     results = verdicts(table)
-    for name, ok in results:
-        print(f"verdict: {'PASS' if ok else 'FAIL'} {name}")
+    print_verdicts(results)
     duplicated = [(o.job_id, duplicate_reasons(o)) for o in runner.observations if duplicate_reasons(o)]
     for job_id, reasons in duplicated[:20]:
         print(f"duplicated: {job_id}: {', '.join(reasons)}")

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, wait_for
+from bench.common import free_port, print_verdicts, wait_for
 
 GENERATE = {"prompt": "liveness probe", "width": 64, "height": 64, "steps": 1, "sampler": "euler"}
 OPENAI = {"prompt": "a red circle", "size": "64x64"}
@@ -284,9 +284,7 @@ def main() -> None:
         ("every probe answered 200 / 202", wrong == 0),
         ("the waiters were still waiting at the end", waiting_at_end >= args.waiters * 0.9),
     ]
-    for name, ok in verdicts:
-        print(f"verdict: {'PASS' if ok else 'FAIL'} {name}")
-    result["verdicts"] = {name: ok for name, ok in verdicts}
+    result["verdicts"] = print_verdicts(verdicts)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -32,54 +32,11 @@ VAE_TFLOP_512 = 2.51
 
 
 def build_sd15_random(folder: Path) -> Path:
-    """Stable Diffusion 1.5's architecture with random weights, saved as a diffusers folder."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """Stable Diffusion 1.5's architecture with random weights (`bench.pipeline_families.build_sd15`, on the host in
+    float32), saved as a diffusers folder."""
+    from bench.pipeline_families import build
 
-    from worker.pipeline.tiny import SD15_SCHEDULER_CONFIG, assemble_sd_pipeline, write_byte_level_clip_tokenizer
-
-    torch.manual_seed(0)
-    write_byte_level_clip_tokenizer(folder / "tok-src")
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tok-src"), model_max_length=77)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280),
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    pipeline = assemble_sd_pipeline(
-        vae, text_encoder, tokenizer, unet, PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)
-    )
+    pipeline = build("sd15", folder, torch.device("cpu"), torch.float32)
     pipeline.save_pretrained(str(folder / "sd15"), safe_serialization=True)
     return folder / "sd15"
 

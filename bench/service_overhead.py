@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from bench.common import free_port, wait_for
+from bench.common import free_port, print_verdicts, wait_for
 
 BODY = {"prompt": "overhead", "width": 64, "height": 64, "steps": 1, "sampler": "euler", "guidance_scale": 1.0}
 BARE_APP = """
@@ -194,9 +194,7 @@ def main() -> None:
         ("p99 overhead <= 50 ms at 1 client", p99 <= 50),
         ("POST /generate >= 40 % of the bare endpoint", api_rps / bare_rps >= 0.4),
     ]
-    for name, ok in verdicts:
-        print(f"verdict: {'PASS' if ok else 'FAIL'} {name}")
-    result["verdicts"] = {name: ok for name, ok in verdicts}
+    result["verdicts"] = print_verdicts(verdicts)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
