@@ -107,6 +107,17 @@ class ModelsFile(BaseModel):
 # (its model card).
 BUILTIN_MODELS = {
     "demo": ModelEntry(source="demo", width=64, height=64, steps=20, sampler=Sampler.EULER, guidance_scale=4.0),
+    # Its flow-matching sibling (FLUX-style, trained without distilled guidance): classifier-free guidance is
+    # `true_cfg_scale`, measured at 20 `flow_euler` steps (its model card); `guidance_scale` is not read.
+    "demo-flow": ModelEntry(
+        source="demo-flow",
+        family=ModelFamily.FLUX,
+        width=64,
+        height=64,
+        steps=20,
+        sampler=Sampler.FLOW_EULER,
+        true_cfg_scale=4.0,
+    ),
     "tiny": ModelEntry(source="tiny"),
     # The tiny models of the flow-matching families (worker/pipeline builds them from their family's config, shrunk):
     # named here so that the API holds their requests to their family's rules.

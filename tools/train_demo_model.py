@@ -11,9 +11,14 @@ yellow, white, black), captioned "a red circle on a blue background". The script
    empty captions for classifier-free guidance;
 
 and saves a `StableDiffusionPipeline` folder (safetensors) that loads with `from_pretrained` on its own.
+
+`--family flux` trains `demo-flow` instead, on the same pictures and captions: it reuses `demo`'s VAE, CLIP text
+encoder and tokenizer (frozen, read from `--demo`), and trains a toy `FluxTransformer2DModel` jointly with a small
+`T5EncoderModel` over a word-level T5 tokenizer, on the rectified-flow objective; it saves a `FluxPipeline` folder.
 Seeded and reproducible for a given torch build and thread count.
 
     python tools/train_demo_model.py --out worker/models/demo              # the full run
+    python tools/train_demo_model.py --out worker/models/demo-flow --family flux --threads 1
     python tools/train_demo_model.py --out /tmp/demo --smoke                # a few steps, to keep the script tested
 """
 
@@ -25,6 +30,7 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +79,17 @@ class Config:
     unet_lr: float = 5e-4
     seed: int = 0
     threads: int = 0
+    # demo-flow (`--family flux`): the transformer's steps, batch and learning rate.
+    flow_steps: int = 3000
+    flow_batch: int = 64
+    flow_lr: float = 5e-4
+    # Every this many steps, save the pipeline so far next to `out` (`<out>-step<N>`), to evaluate a long run while
+    # it trains; 0: only at the end.
+    save_every: int = 0
 
     @classmethod
     def smoke(cls) -> Config:
-        return cls(images=256, vae_steps=3, vae_batch=8, unet_steps=3, unet_batch=8)
+        return cls(images=256, vae_steps=3, vae_batch=8, unet_steps=3, unet_batch=8, flow_steps=3, flow_batch=8)
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -246,6 +259,19 @@ def encode_all(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(means), torch.cat(stds)
 
 
+def warmup_cosine(total: int) -> Callable[[int], float]:
+    """The learning-rate factor of step `step` of `total`: linear warm-up over 5 %, then cosine decay to 10 %."""
+    warmup = max(1, total // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def train_unet(means: torch.Tensor, stds: torch.Tensor, labels: list[tuple[str, str, str]], tokenizer, config: Config):
     """Train the UNet and the text encoder together on epsilon prediction.
 
@@ -259,15 +285,7 @@ def train_unet(means: torch.Tensor, stds: torch.Tensor, labels: list[tuple[str, 
     unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=1e-2)
-    warmup = max(1, config.unet_steps // 20)
-
-    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 10 %
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, config.unet_steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.unet_steps))
     generator = torch.Generator().manual_seed(config.seed + 1)
     captions_rng = random.Random(config.seed + 2)
     started = time.monotonic()
@@ -332,6 +350,154 @@ def train(out: Path, config: Config) -> Path:
     return out
 
 
+# --- demo-flow: a FLUX-style transformer on the rectified-flow objective ------------------------------------------
+
+
+def build_t5_tokenizer():
+    """A T5 tokenizer to which each vocabulary word is one token (other text: single characters), 16 tokens long."""
+    from worker.pipeline.tiny import _t5_tokenizer
+
+    return _t5_tokenizer(MAX_TOKENS, words=tuple(VOCABULARY))
+
+
+def build_t5_encoder(tokenizer):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def build_flux_transformer():
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # demo's 4 latent channels x FLUX's 2x2 packing: 16 image tokens at 64x64
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=32,
+        num_attention_heads=4,
+        joint_attention_dim=64,  # the T5's width
+        pooled_projection_dim=64,  # the CLIP's width (its pooled output)
+        guidance_embeds=False,  # trained with real classifier-free guidance (true_cfg_scale), not distilled
+        axes_dims_rope=(8, 12, 12),  # sums to the head width
+    )
+
+
+def train_flow(out: Path, config: Config, demo: Path) -> Path:
+    """demo-flow: `demo`'s VAE, CLIP encoder and tokenizer (frozen), a toy FLUX transformer and a small T5 trained
+    together on the rectified-flow objective (x_t = (1 - t) x0 + t noise, target noise - x0, t ~ U(0, 1), the
+    timestep fed as FluxPipeline feeds it: sigma in [0, 1]); saves a `FluxPipeline` into `out`."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from worker.pipeline.tiny import FLUX_SCHEDULER_CONFIG
+
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    pixels, labels = make_dataset(config.images, config.seed)
+    vae = AutoencoderKL.from_pretrained(str(demo / "vae")).eval()
+    vae.register_to_config(shift_factor=0.0)  # FluxPipeline reads it; demo's latents are scaled, not shifted
+    clip_tokenizer = CLIPTokenizer.from_pretrained(str(demo / "tokenizer"))
+    clip = CLIPTextModel.from_pretrained(str(demo / "text_encoder")).eval().requires_grad_(False)
+    t5_tokenizer = build_t5_tokenizer()
+    t5 = build_t5_encoder(t5_tokenizer)
+    transformer = build_flux_transformer()
+
+    means, stds = encode_all(vae.requires_grad_(False), pixels)
+    scaling = vae.config.scaling_factor
+    means, stds = means * scaling, stds * scaling
+    channels, height, width = means.shape[1:]
+    image_ids = FluxPipeline._prepare_latent_image_ids(1, height // 2, width // 2, "cpu", torch.float32)
+    text_ids = torch.zeros(MAX_TOKENS, 3)
+    print(f"latents {tuple(means.shape)}, demo's scaling factor {scaling:.4f}", flush=True)
+
+    pooled_cache: dict[str, torch.Tensor] = {}  # the frozen CLIP's pooled output of each caption seen
+
+    @torch.no_grad()
+    def pooled(captions: list[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in pooled_cache})
+        if missing:
+            ids = clip_tokenizer(missing, padding="max_length", max_length=MAX_TOKENS, truncation=True)
+            outputs = clip(torch.tensor(ids.input_ids)).pooler_output
+            pooled_cache.update(zip(missing, outputs, strict=True))
+        return torch.stack([pooled_cache[c] for c in captions])
+
+    def save(folder: Path) -> Path:
+        # FLUX.1's own scheduler config: its dynamic shift gives mu 0.46 (shift 1.58) for 16 image tokens at 64x64.
+        pipeline = FluxPipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER_CONFIG),
+            vae=vae,
+            text_encoder=clip,
+            tokenizer=clip_tokenizer,
+            text_encoder_2=t5,
+            tokenizer_2=t5_tokenizer,
+            transformer=transformer,
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        pipeline.save_pretrained(str(folder), safe_serialization=True)
+        print(f"saved to {folder}", flush=True)
+        return folder
+
+    parameters = [*transformer.parameters(), *t5.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.flow_lr, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.flow_steps))
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    captions_rng = random.Random(config.seed + 2)
+    started = time.monotonic()
+    running = None
+    for step in range(1, config.flow_steps + 1):
+        index = torch.randint(len(means), (config.flow_batch,), generator=generator)
+        batch = len(index)
+        clean = means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)
+        captions = [training_caption(labels[i], captions_rng) for i in index.tolist()]
+        # Tokenized as FluxPipeline does it (max_length padding, no attention mask), at the worker's length (16).
+        t5_ids = t5_tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True).input_ids
+        states = t5(torch.tensor(t5_ids))[0]
+        noise = torch.randn(clean.shape, generator=generator)
+        t = torch.rand(batch, generator=generator)
+        noisy = (1 - t.view(-1, 1, 1, 1)) * clean + t.view(-1, 1, 1, 1) * noise
+        packed = FluxPipeline._pack_latents(noisy, batch, channels, height, width)
+        target = FluxPipeline._pack_latents(noise - clean, batch, channels, height, width)
+        prediction = transformer(
+            hidden_states=packed,
+            timestep=t,
+            pooled_projections=pooled(captions),
+            encoder_hidden_states=states,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+        ).sample
+        loss = F.mse_loss(prediction, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0 or step == config.flow_steps:
+            _log("flow", step, config.flow_steps, running, started)
+        if config.save_every and step % config.save_every == 0 and step < config.flow_steps:
+            save(out.with_name(f"{out.name}-step{step}"))
+
+    return save(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -339,14 +505,28 @@ def main() -> None:
     parser.add_argument("--unet-steps", type=int)
     parser.add_argument("--vae-steps", type=int)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--family", choices=("sd15", "flux"), default="sd15", help="sd15: `demo`; flux: `demo-flow` (needs --demo)"
+    )
+    parser.add_argument("--demo", type=Path, help="demo's folder, whose VAE and CLIP demo-flow reuses")
+    parser.add_argument("--flow-steps", type=int)
+    parser.add_argument("--save-every", type=int, default=0, help="flux: save the pipeline every N steps too")
     args = parser.parse_args()
     config = Config.smoke() if args.smoke else Config()
     if args.unet_steps:
         config.unet_steps = args.unet_steps
     if args.vae_steps:
         config.vae_steps = args.vae_steps
+    if args.flow_steps:
+        config.flow_steps = args.flow_steps
     config.threads = args.threads
-    train(args.out, config)
+    config.save_every = args.save_every
+    if args.family == "flux":
+        from worker.pipeline.loading import DEMO_MODEL_DIR
+
+        train_flow(args.out, config, args.demo or DEMO_MODEL_DIR)
+    else:
+        train(args.out, config)
 
 
 if __name__ == "__main__":

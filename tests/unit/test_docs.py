@@ -13,7 +13,11 @@ from tools.settings_table import END, START, render_table, replace_between_marke
 from tools.train_demo_model import VOCABULARY
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "worker" / "models" / "demo" / "README.md"]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *(ROOT / "worker" / "models" / name / "README.md" for name in ("demo", "demo-flow")),
+]
 # `[text](target)` and `![alt](target)`; targets with a scheme or only an anchor are not files.
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # A repository path in prose, code spans or code blocks: a top-level folder of this repository and what follows it.

@@ -1,5 +1,5 @@
 """The family adapter table: every family has its adapter, a loaded pipeline's family comes from its class (else its
-VAE), and the shipped models are sd15."""
+VAE), `tiny` and `demo` are sd15 and `demo-flow` is flux."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from worker.pipeline.families import (
     family_adapter,
     family_by_vae,
 )
-from worker.pipeline.loading import DEMO_MODEL_DIR
+from worker.pipeline.loading import DEMO_FLOW_MODEL_DIR, DEMO_MODEL_DIR
 from worker.pipeline.resident import ResidentPipeline
 
 
@@ -90,3 +90,12 @@ def test_tiny_is_sd15(cache_dir) -> None:
 def test_demo_is_sd15(cache_dir) -> None:
     resident = ResidentPipeline.load(Settings(model="demo", cache_dir=cache_dir, device="cpu"))
     assert resident.family == "sd15"
+
+
+@pytest.mark.skipif(not (DEMO_FLOW_MODEL_DIR / "model_index.json").exists(), reason="demo-flow not in the package")
+def test_demo_flow_loads_as_flux(cache_dir) -> None:
+    resident = ResidentPipeline.load(Settings(model="demo-flow", cache_dir=cache_dir, device="cpu"))
+    assert resident.family == "flux"
+    assert resident.adapter is FAMILY_ADAPTERS["flux"]
+    # The worker reads prompts at the length the model was trained at (its T5 tokenizer's window), not FLUX's 512.
+    assert resident.adapter.sequence_length(resident.model.pipeline) == 16

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from diffusers import StableDiffusionPipeline
 
-from tools.train_demo_model import VOCABULARY, Config, train, write_word_tokenizer
+from tools.train_demo_model import VOCABULARY, Config, build_t5_tokenizer, train, train_flow, write_word_tokenizer
+from worker.pipeline.loading import DEMO_MODEL_DIR
 
 
 def test_word_tokenizer_makes_known_words_one_token(tmp_path: Path) -> None:
@@ -34,10 +36,36 @@ def test_smoke_run_writes_a_pipeline_plain_diffusers_loads(tmp_path: Path) -> No
 def test_the_script_writes_the_committed_models_tokenizer(tmp_path: Path) -> None:
     from transformers import CLIPTokenizer
 
-    from worker.pipeline.loading import DEMO_MODEL_DIR
-
     write_word_tokenizer(tmp_path)
     written = CLIPTokenizer.from_pretrained(str(tmp_path), model_max_length=16)
     committed = CLIPTokenizer.from_pretrained(str(DEMO_MODEL_DIR / "tokenizer"))
     for text in [*VOCABULARY, "a red triangle on a white background", "a zebra"]:
         assert written(text).input_ids == committed(text).input_ids, text
+
+
+def test_t5_tokenizer_makes_known_words_one_token() -> None:
+    tokenizer = build_t5_tokenizer()
+    assert tokenizer.tokenize("a yellow triangle on a white background") == [
+        f"\u2581{word}" for word in ["a", "yellow", "triangle", "on", "a", "white", "background"]
+    ]
+    assert tokenizer.model_max_length == 16
+
+
+@pytest.mark.skipif(not (DEMO_MODEL_DIR / "model_index.json").exists(), reason="demo-flow reuses demo's VAE and CLIP")
+def test_flow_smoke_run_writes_a_flux_pipeline_plain_diffusers_loads(tmp_path: Path) -> None:
+    from diffusers import FluxPipeline
+
+    out = train_flow(tmp_path / "demo-flow", Config.smoke(), DEMO_MODEL_DIR)
+    pipeline = FluxPipeline.from_pretrained(str(out))
+    assert pipeline.transformer.config.in_channels == 16  # demo's 4 latent channels, packed 2x2
+    assert pipeline.vae.config.shift_factor == 0.0
+    image = pipeline(
+        "a red circle on a blue background",
+        negative_prompt="",
+        true_cfg_scale=4.0,
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        max_sequence_length=16,
+    ).images[0]
+    assert image.size == (64, 64)

@@ -1,5 +1,5 @@
 """Loading `IMAGEGEN_MODEL`: a hub id, a local diffusers folder, a single-file checkpoint, a model built in code
-(`tiny`, `tiny-flux`, `tiny-sd3`, `tiny-qwen-image`) or `demo`."""
+(`tiny`, `tiny-flux`, `tiny-sd3`, `tiny-qwen-image`) or a shipped demo model (`demo`, `demo-flow`)."""
 
 from __future__ import annotations
 
@@ -61,20 +61,23 @@ def declared_family(source: str, configured: str | None) -> str | None:
     return family_by_class_name(config.get("_class_name")) or configured
 
 
-# The trained demo model ships inside the package (tools/train_demo_model.py made it).
+# The trained demo models ship inside the package (tools/train_demo_model.py made them): name → folder.
 DEMO_MODEL_DIR = Path(__file__).parent.parent / "models" / "demo"
+DEMO_FLOW_MODEL_DIR = DEMO_MODEL_DIR.parent / "demo-flow"
+DEMO_MODELS = {"demo": DEMO_MODEL_DIR, "demo-flow": DEMO_FLOW_MODEL_DIR}
 
 
 def resolve_source(model: str, cache_dir: Path) -> str:
     """What `from_pretrained` / `from_single_file` should open for `model`."""
     if model in TINY_MODELS:
         return str(ensure_tiny_model(model, cache_dir))
-    if model == "demo":
-        if not (DEMO_MODEL_DIR / "model_index.json").exists():
+    if model in DEMO_MODELS:
+        folder = DEMO_MODELS[model]
+        if not (folder / "model_index.json").exists():
             raise FileNotFoundError(
-                f"the demo model is missing from {DEMO_MODEL_DIR}; train it with tools/train_demo_model.py"
+                f"the {model} model is missing from {folder}; train it with tools/train_demo_model.py"
             )
-        return str(DEMO_MODEL_DIR)
+        return str(folder)
     return model
 
 

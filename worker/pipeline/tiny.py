@@ -179,8 +179,9 @@ FLUX_VAE_SCALING = {"scaling_factor": 0.3611, "shift_factor": 0.1159}
 SD3_VAE_SCALING = {"scaling_factor": 1.5305, "shift_factor": 0.0609}
 
 
-def _t5_tokenizer(max_length: int) -> Any:
-    """A T5 (unigram) tokenizer over single printable characters, built in code: it encodes any text offline."""
+def _t5_tokenizer(max_length: int, words: tuple[str, ...] = ()) -> Any:
+    """A T5 (unigram) tokenizer over single printable characters, built in code: it encodes any text offline;
+    each of `words` (after a space or at the start) is one token (the demo-flow model's vocabulary)."""
     import string
 
     from transformers import T5Tokenizer
@@ -188,6 +189,8 @@ def _t5_tokenizer(max_length: int) -> Any:
     chars = [c for c in string.printable if not c.isspace()]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
     vocab += [(c, -2.0) for c in chars] + [("▁" + c, -1.5) for c in chars]
+    # Scored above any split into characters, so the unigram model always takes the whole word.
+    vocab += [("▁" + word, -1.0) for word in words if len(word) > 1]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
 
 
