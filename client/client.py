@@ -19,7 +19,7 @@ from httpx_sse import ServerSentEvent as RawEvent
 from httpx_sse import aconnect_sse, connect_sse
 
 from core.events import TERMINAL_EVENT_TYPES, AnyEvent, JobEvent, job_event_adapter
-from core.schemas import GenerateRequest, Job, JobStatus
+from core.schemas import GenerateRequest, Job, JobList, JobStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 KNOWN_EVENT_TYPES = frozenset(model.model_fields["type"].default for model in get_args(AnyEvent))
@@ -109,6 +109,16 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
+def _image_request(http: httpx.Client | httpx.AsyncClient, url: str) -> httpx.Request:
+    """The GET of an image URL: an API path, or a presigned URL of the server's bucket, which goes without the API
+    key (it is signed itself; S3 refuses a second credential, and the key must not reach another host)."""
+    request = http.build_request("GET", url)
+    base = http.base_url
+    if (request.url.scheme, request.url.host, request.url.port) != (base.scheme, base.host, base.port):
+        request.headers.pop("Authorization", None)
+    return request
+
+
 def _body(request: GenerateRequest | Mapping[str, Any]) -> dict[str, Any]:
     """The JSON body of a request: validated here first, then only the fields the caller set."""
     model = request if isinstance(request, GenerateRequest) else GenerateRequest.model_validate(dict(request))
@@ -123,6 +133,23 @@ def _checked(response: httpx.Response) -> httpx.Response:
 
 def _job(response: httpx.Response) -> Job:
     return Job.model_validate_json(_checked(response).content)
+
+
+def _submit_headers(idempotency_key: str | None, wait: int | None) -> dict[str, str]:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    if wait is not None:
+        headers["Prefer"] = f"wait={wait}"
+    return headers
+
+
+def _list_params(
+    status: JobStatus | list[JobStatus] | None, model: str | None, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """The query of `GET /jobs`; None values left out."""
+    statuses = [status] if isinstance(status, JobStatus) else status
+    params: dict[str, Any] = {"limit": limit, "status": [JobStatus(s).value for s in statuses or []]}
+    params.update({name: value for name, value in (("model", model), ("cursor", cursor)) if value is not None})
+    return params
 
 
 def _parse(raw: RawEvent) -> StreamEvent | None:
@@ -172,7 +199,7 @@ def _image_urls(job: Job) -> list[str]:
 
 
 class ImagegenClient:
-    """Synchronous client: `submit`, `get`, `wait`, `stream`, `cancel`, `images`, `generate`."""
+    """Synchronous client: `submit`, `get`, `list_jobs`, `wait`, `stream`, `cancel`, `images`, `generate`."""
 
     def __init__(
         self,
@@ -197,10 +224,30 @@ class ImagegenClient:
         """Close the connection pool."""
         self._http.close()
 
-    def submit(self, request: GenerateRequest | Mapping[str, Any], *, idempotency_key: str | None = None) -> Job:
-        """Queue a job (`POST /generate`) and return it as accepted."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    def submit(
+        self,
+        request: GenerateRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        wait: int | None = None,
+    ) -> Job:
+        """Queue a job (`POST /generate`) and return it as accepted; with `wait` (seconds, below this client's
+        timeout), `Prefer: wait`: the job as it ended if it ended within the wait, else as it is then."""
+        headers = _submit_headers(idempotency_key, wait)
         return _job(self._http.post("/generate", json=_body(request), headers=headers))
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | list[JobStatus] | None = None,
+        model: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> JobList:
+        """A page of this key's jobs, newest first (`GET /jobs`); pass its `next_cursor` as `cursor` for the next."""
+        return JobList.model_validate_json(
+            _checked(self._http.get("/jobs", params=_list_params(status, model, limit, cursor))).content
+        )
 
     def get(self, job_id: str) -> Job:
         """The job as it is now (`GET /jobs/{id}`)."""
@@ -262,7 +309,7 @@ class ImagegenClient:
 
     def images(self, job: Job) -> list[bytes]:
         """The bytes of each image of a succeeded job; `JobFailedError` when it did not succeed."""
-        return [_checked(self._http.get(url)).content for url in _image_urls(job)]
+        return [_checked(self._http.send(_image_request(self._http, url))).content for url in _image_urls(job)]
 
     def generate(self, request: GenerateRequest | Mapping[str, Any], timeout: float = 600.0) -> tuple[Job, list[bytes]]:
         """Submit, wait and fetch: the finished job and its images (`JobFailedError` when it did not succeed)."""
@@ -298,10 +345,29 @@ class AsyncImagegenClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def submit(self, request: GenerateRequest | Mapping[str, Any], *, idempotency_key: str | None = None) -> Job:
-        """Queue a job (`POST /generate`) and return it as accepted."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    async def submit(
+        self,
+        request: GenerateRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        wait: int | None = None,
+    ) -> Job:
+        """Queue a job (`POST /generate`) and return it as accepted; with `wait` (seconds, below this client's
+        timeout), `Prefer: wait`: the job as it ended if it ended within the wait, else as it is then."""
+        headers = _submit_headers(idempotency_key, wait)
         return _job(await self._http.post("/generate", json=_body(request), headers=headers))
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | list[JobStatus] | None = None,
+        model: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> JobList:
+        """A page of this key's jobs, newest first (`GET /jobs`); pass its `next_cursor` as `cursor` for the next."""
+        response = await self._http.get("/jobs", params=_list_params(status, model, limit, cursor))
+        return JobList.model_validate_json(_checked(response).content)
 
     async def get(self, job_id: str) -> Job:
         """The job as it is now (`GET /jobs/{id}`)."""
@@ -364,7 +430,7 @@ class AsyncImagegenClient:
 
     async def images(self, job: Job) -> list[bytes]:
         """The bytes of each image of a succeeded job; `JobFailedError` when it did not succeed."""
-        return [_checked(await self._http.get(url)).content for url in _image_urls(job)]
+        return [_checked(await self._http.send(_image_request(self._http, url))).content for url in _image_urls(job)]
 
     async def generate(
         self, request: GenerateRequest | Mapping[str, Any], timeout: float = 600.0

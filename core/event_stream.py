@@ -1,8 +1,9 @@
 """The one reader of a job's event stream (a Redis Stream written by `core.jobs`), sync and async.
 
 `read_events` / `aread_events` read what is there after an id (optionally blocking for new entries); `follow_events`
-yields every event after an id as it comes, up to the terminal one, riding out Redis hiccups. The SSE route, the OpenAI
-route and the tests read through here; nothing else spells XREAD on a job's stream.
+yields every event after an id as it comes, up to the terminal one, riding out Redis hiccups; `latest_event` finds the
+newest event of a type (the A1111 progress route's step preview). The SSE route, the OpenAI and A1111 routes and the
+tests read through here; nothing else spells XREAD or XREVRANGE on a job's stream.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def _entries(reply: Any) -> list[StreamEntry]:
 def read_events(redis: Redis, job_id: str, after: str = "0-0", block_ms: int | None = None) -> list[StreamEntry]:
     """Events of the job after stream id `after`; waits up to `block_ms` for new ones when there are none."""
     return _entries(redis.xread({keys.job_events_key(job_id): after}, block=block_ms, count=READ_COUNT))
+
+
+def latest_event(redis: Redis, job_id: str, event_type: str, scan: int = READ_COUNT) -> StreamEntry | None:
+    """The job's latest event of `event_type` among its last `scan` events (newest first, by XREVRANGE), or None."""
+    reply = redis.xrevrange(keys.job_events_key(job_id), count=scan)
+    for entry in _entries([(None, reply)]):
+        if entry.type == event_type:
+            return entry
+    return None
 
 
 async def aread_events(

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field
 SEED_MAX = 2**32 - 1
 STEPS_MAX = 150
 SIZE_MULTIPLE = 8
+NUM_IMAGES_MAX = 8
 
 
 def _multiple_of_size_step(value: int) -> int:
@@ -37,7 +38,7 @@ GuidanceScale = Annotated[float, Field(ge=0.0, le=30.0, allow_inf_nan=False)]
 # FLUX's and Qwen-Image's true classifier-free guidance; 1 is off (the request field says more).
 TrueCfgScale = Annotated[float, Field(ge=1.0, le=30.0, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-NumImages = Annotated[int, Field(ge=1, le=8)]
+NumImages = Annotated[int, Field(ge=1, le=NUM_IMAGES_MAX)]
 Strength = Annotated[
     float,
     Field(

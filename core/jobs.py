@@ -29,7 +29,8 @@ from core.events import (
     StartedEvent,
     SucceededEvent,
 )
-from core.queueing import model_queue
+from core.job_index import add_to_index
+from core.queueing import JobQueue, model_queue
 from core.schemas import GenerateRequest, Job, JobError, JobStatus, Progress, Provenance, Timings
 from core.settings import Settings
 
@@ -81,13 +82,23 @@ class JobStore:
     """Reads and writes job records, their event streams, result images and their TTLs."""
 
     def __init__(
-        self, redis: Redis, *, result_ttl: int, queue_ttl: int, job_timeout: int, events_max_len: int = 1000
+        self,
+        redis: Redis,
+        *,
+        result_ttl: int,
+        queue_ttl: int,
+        job_timeout: int,
+        events_max_len: int = 1000,
+        max_attempts: int = 3,
     ) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
         self.queue_ttl = queue_ttl
         self.job_timeout = job_timeout
         self.events_max_len = events_max_len
+        # The longest a record lives: each attempt may wait out its queue TTL and run to its timeout, then the result
+        # is kept. The listing indexes keep their entries that long.
+        self.longest_life = max_attempts * (queue_ttl + job_timeout) + result_ttl
         self._append = redis.register_script(job_scripts.APPEND)
         self._transition = redis.register_script(job_scripts.TRANSITION)
         self._cancel = redis.register_script(job_scripts.CANCEL)
@@ -104,6 +115,7 @@ class JobStore:
             queue_ttl=settings.queue_ttl_seconds,
             job_timeout=settings.job_timeout_seconds,
             events_max_len=settings.events_max_len,
+            max_attempts=settings.max_attempts,
         )
 
     # --- the API's side -------------------------------------------------------------------------------------
@@ -151,23 +163,23 @@ class JobStore:
         pipe.hset(keys.job_key(job_id), mapping=fields)
         pipe.expire(keys.job_key(job_id), ttl)
         pipe.zadd(keys.queue_deadlines_key(), {job_id: now + queue_ttl})
+        add_to_index(pipe, job_id, owner, now, self.longest_life)
         for field, data in (inputs or {}).items():
             pipe.set(keys.job_input_key(job_id, field), data, ex=ttl)
         if owner:
             pipe.sadd(keys.api_key_active_jobs_key(owner), job_id)
             pipe.expire(keys.api_key_active_jobs_key(owner), ttl)
-        self._add_event(pipe, job_id, QueuedEvent(model=model))
+        queued = QueuedEvent(model=model)
+        if request.webhook_url and queued.type in request.webhook_events:
+            self._add_event(pipe, job_id, queued)  # the script also queues the webhook delivery
+        else:  # a plain XADD: a script in a pipeline costs a SCRIPT EXISTS on top
+            event = {"type": queued.type, "data": queued.model_dump_json()}
+            pipe.xadd(keys.job_events_key(job_id), event, maxlen=self.events_max_len, approximate=True)
         pipe.expire(keys.job_events_key(job_id), ttl)
-        model_queue(self.redis, model).enqueue(
-            job_id,
-            # RQ keeps its copy a little past our own deadline, so the sweeper (not RQ) decides when it expired.
-            queue_ttl=queue_ttl + self.job_timeout,
-            job_timeout=self.job_timeout,
-            pipeline=pipe,
-        )
+        model_queue(self.redis, model).enqueue(job_id, pipeline=pipe)
         if pipeline is None:
             pipe.execute()
-        return self._job_from_fields({k: str(v) for k, v in fields.items()})
+        return self.job_from_record({k: str(v) for k, v in fields.items()}, request)
 
     def job_queue_ttl(self, request: GenerateRequest) -> int:
         """How long a job may wait in the queue: its own `queue_ttl_seconds`, at most the server's."""
@@ -205,18 +217,24 @@ class JobStore:
         provenance: Provenance | None = None,
         *,
         dequeued: bool = False,
+        queue: JobQueue | None = None,
+        batch_size: int | None = None,
     ) -> Claim:
         """Take a queued job for `worker_id` and start it, atomically: off its list (RQ's intermediate list when the
         worker's queue loop `dequeued` it, else the queue itself: a batch mate), `running` under this worker, one more
         attempt (the fence of the run's later writes), `started` event. A job whose queue deadline passed ends
-        `expired` instead. See `Claim` for the outcomes."""
-        model = self.redis.hget(keys.job_key(job_id), "model")
-        if model is None:
-            return Claim("gone")
-        queue = model_queue(self.redis, model.decode())
+        `expired` instead. See `Claim` for the outcomes. `queue`: the job's model's, when the caller knows it (else it
+        is read from the record); `batch_size`: recorded with the claim (see `note_batch`)."""
+        if queue is None:
+            model = self.redis.hget(keys.job_key(job_id), "model")
+            if model is None:
+                return Claim("gone")
+            queue = model_queue(self.redis, model.decode())
         fields: dict[str, object] = {"total": total_steps}
         if provenance is not None:
             fields["provenance"] = provenance.model_dump_json()
+        if batch_size is not None:
+            fields["batch_size"] = batch_size
         args: list[object] = [job_id, worker_id, _now(), self.job_timeout + self.result_ttl, self.events_max_len]
         args += [StartedEvent(worker_id=worker_id, total=total_steps).model_dump_json()]
         args += [ExpiredEvent().model_dump_json(), self.result_ttl]
@@ -229,7 +247,6 @@ class JobStore:
                 keys.running_jobs_key(),
                 keys.webhook_deliveries_key(),
                 queue.intermediate_key if dequeued else queue.key,
-                queue.rq_job_key(job_id),
                 keys.queue_deadlines_key(),
             ],
             args=args,
@@ -237,6 +254,12 @@ class JobStore:
         if isinstance(result, int):
             return Claim("claimed", result)
         return Claim(result.decode())
+
+    def queued_request(self, job_id: str) -> tuple[str | None, tuple[float, float] | None]:
+        """The job's request as stored (JSON; None when the record is gone) and its `queue_times`, in one read."""
+        request, created, expires = self.redis.hmget(keys.job_key(job_id), ["request", "created_at", "expires_at"])
+        times = (float(created), float(expires)) if created is not None and expires is not None else None
+        return (request.decode() if request is not None else None), times
 
     def queue_times(self, job_id: str) -> tuple[float, float] | None:
         """(when the job was accepted, when it expires if not started), epoch seconds; None when unknown."""
@@ -286,11 +309,15 @@ class JobStore:
         images: list[bytes],
         content_filtered: list[bool] | None = None,
         attempt: int | None = None,
+        *,
+        stored: int | None = None,
     ) -> bool:
         """Store the images and end the job `succeeded` (with which images a safety checker filtered, if one ran);
         False when it had already ended or, given the run's `attempt`, moved on without it (then nothing changes, its
-        images included)."""
-        urls = [image_url(job_id, i) for i in range(len(images))]
+        images included). `stored`: the number of images the run already put in the object store (`images` is then
+        empty; core/object_store.py)."""
+        count = len(images) if stored is None else stored
+        urls = [image_url(job_id, i) for i in range(count)]
         filtered = content_filtered if content_filtered and any(content_filtered) else []
         result = self._run_transition(
             job_id,
@@ -368,13 +395,7 @@ class JobStore:
                 pipe.hdel(key, "cancel_requested")
                 pipe.srem(keys.running_jobs_key(), job_id)
                 self._add_event(pipe, job_id, RequeuedEvent(attempt=attempt, reason=reason))
-                model_queue(self.redis, model.decode()).enqueue(
-                    job_id,
-                    queue_ttl=self.queue_ttl + self.job_timeout,
-                    job_timeout=self.job_timeout,
-                    at_front=True,
-                    pipeline=pipe,
-                )
+                model_queue(self.redis, model.decode()).enqueue(job_id, at_front=True, pipeline=pipe)
                 pipe.execute()
             except WatchError:
                 return False
@@ -393,7 +414,7 @@ class JobStore:
         raw = self.redis.hgetall(keys.job_key(job_id))
         if not raw:
             return None
-        return self._job_from_fields({k.decode(): v.decode() for k, v in raw.items()})
+        return self.job_from_record({k.decode(): v.decode() for k, v in raw.items()})
 
     def get_image(self, job_id: str, index: int) -> bytes | None:
         """Bytes of a result image, or None when absent or expired."""
@@ -472,7 +493,9 @@ class JobStore:
         return result.decode() if result is not None else None
 
     @staticmethod
-    def _job_from_fields(fields: dict[str, str]) -> Job:
+    def job_from_record(fields: dict[str, str], request: GenerateRequest | None = None) -> Job:
+        """The job of a record as Redis holds it (field -> value, decoded); `request`: its `request` field already
+        parsed (a poller's cache), else parsed here."""
         error = fields.get("error")
         created = _ts(fields["created_at"])
         assert created is not None
@@ -482,7 +505,7 @@ class JobStore:
             id=fields["id"],
             status=status,
             model=fields["model"],
-            request=GenerateRequest.model_validate_json(fields["request"]),
+            request=request if request is not None else GenerateRequest.model_validate_json(fields["request"]),
             seed=int(fields["seed"]),
             progress=Progress(step=int(fields.get("step", 0)), total=int(fields.get("total", 0))),
             eta_seconds=float(eta) if eta is not None and status is JobStatus.RUNNING else None,

@@ -1,9 +1,11 @@
 """The model queues, and the one module that operates on them: enqueue, peek, position, depth, remove, and the lists a
 claim takes a job from.
 
-One RQ queue per model (RQ's JSON serializer, never pickle). An RQ job carries nothing but the imagegen job id, which
-is also its RQ id: the request lives once, in the job record (`core.jobs`), and the worker reads it from there. No
-other module spells a list operation on a queue; they call a `JobQueue`.
+One RQ queue per model. Its list carries nothing but imagegen job ids, with no RQ job hash beside them (one write and
+one read fewer a job than RQ's enqueue and dequeue, and no second copy to keep in step): the request and its deadlines
+live once, in the job record (`core.jobs`), and the worker reads them from there. RQ's lists, its set of queues and
+its worker loop (BLMOVE into the intermediate list) stay. No other module spells a list operation on a queue; they
+call a `JobQueue`.
 
 A job's way through the lists: `JobStore.create` pushes it on the queue in the transaction that writes its record. A
 worker's RQ loop moves it (BLMOVE) to RQ's intermediate list of the queue; the worker then claims it
@@ -14,17 +16,35 @@ move and the claim) is given back to the front of the queue by the recovery swee
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core import keys
 from core.schemas import JobStatus
 
-# The function the worker runs for each queued job, named by path so the API never imports the worker.
-GENERATE_TASK = "worker.tasks.generate"
+
+class IdQueue(Queue):
+    """An RQ queue whose list holds bare imagegen job ids: what its worker loop dequeues is an in-memory RQ job of that
+    id (RQ would fetch a job hash, a read a job, and drop an id without one)."""
+
+    @classmethod
+    def _fetch_dequeued_job(
+        cls,
+        connection: Redis,
+        queue_key: str,
+        job_id: str,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        queue = cls.from_queue_key(queue_key, connection=connection, serializer=serializer)
+        return Job(job_id, connection=connection, serializer=serializer), queue
 
 
 class JobQueue:
@@ -33,35 +53,22 @@ class JobQueue:
     def __init__(self, redis: Redis, model: str) -> None:
         self.redis = redis
         self.model = model
-        self.rq = Queue(keys.queue_name(model), connection=redis, serializer=JSONSerializer)
+        self.rq = IdQueue(keys.queue_name(model), connection=redis, serializer=JSONSerializer)
 
     @property
     def key(self) -> str:
         """The Redis list RQ keeps the queued ids in (what KEDA and the worker's RQ loop watch)."""
         return str(self.rq.key)
 
-    def enqueue(
-        self,
-        job_id: str,
-        *,
-        queue_ttl: int,
-        job_timeout: int,
-        at_front: bool = False,
-        pipeline: Pipeline | None = None,
-    ) -> None:
-        """Queue the job (at the front: a retried job). RQ's job carries only the id; the request stays in the job
-        record."""
-        self.rq.enqueue_call(
-            GENERATE_TASK,
-            job_id=job_id,
-            timeout=job_timeout,
-            ttl=queue_ttl,
-            # Our job record is the source of truth; RQ's own result is not read, so keep it briefly.
-            result_ttl=60,
-            failure_ttl=queue_ttl,
-            at_front=at_front,
-            pipeline=pipeline,
-        )
+    def enqueue(self, job_id: str, *, at_front: bool = False, pipeline: Pipeline | None = None) -> None:
+        """Queue the job (at the front: a retried job): its id on RQ's list, and the queue in RQ's set of queues. No
+        RQ job hash: the request and every deadline live in the job record (`core.jobs`), and `IdQueue` hands the
+        worker's RQ loop the bare id."""
+        target = pipeline if pipeline is not None else self.redis.pipeline(transaction=False)
+        target.sadd(self.rq.redis_queues_keys, self.key)
+        (target.lpush if at_front else target.rpush)(self.key, job_id)
+        if pipeline is None:
+            target.execute()
 
     def peek(self, count: int) -> list[str]:
         """Ids of the first `count` queued jobs, head first, without taking them."""
@@ -78,10 +85,6 @@ class JobQueue:
     def intermediate_key(self) -> str:
         """RQ's intermediate list of this queue: where a worker's queue loop moves a job before the worker claims it."""
         return str(self.rq.intermediate_queue_key)
-
-    def rq_job_key(self, job_id: str) -> str:
-        """RQ's own record of a queued job (function name and id); a claim deletes it."""
-        return str(self.rq.job_class.key_for(job_id))
 
     @property
     def dequeued_ids(self) -> list[str]:
@@ -103,8 +106,8 @@ class JobQueue:
             except WatchError:
                 pass
 
-    def give_back(self, job_id: str, *, queue_ttl: int, job_timeout: int) -> bool:
-        """Put a dequeued, never claimed job back at the front of the queue (with a fresh RQ record); False when it
+    def give_back(self, job_id: str) -> bool:
+        """Put a dequeued, never claimed job back at the front of the queue; False when it
         was claimed, ended or given back meanwhile. One transaction watching the job and the list."""
         job_key = keys.job_key(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
@@ -116,7 +119,7 @@ class JobQueue:
                 pipe.multi()
                 pipe.lrem(self.intermediate_key, 1, job_id)
                 pipe.hdel(job_key, "stranded_since")
-                self.enqueue(job_id, queue_ttl=queue_ttl, job_timeout=job_timeout, at_front=True, pipeline=pipe)
+                self.enqueue(job_id, at_front=True, pipeline=pipe)
                 pipe.execute()
             except WatchError:
                 return False
@@ -128,12 +131,19 @@ class JobQueue:
 
     def position(self, job_id: str) -> int | None:
         """Number of jobs ahead of `job_id` (0 = next), or None when it is not queued."""
-        return self.rq.get_job_position(job_id)
+        position = self.redis.lpos(self.key, job_id)  # RQ's own asks the server's version (INFO) every time
+        return None if position is None else int(position)
 
     @property
     def count(self) -> int:
         """Number of jobs waiting."""
         return int(self.redis.llen(self.key))
+
+
+def queue_list_key(model: str) -> str:
+    """The Redis list of `model`'s queue (RQ's key for its name), for a reader on another client (the API's async one);
+    the same as `JobQueue.key`."""
+    return f"{Queue.redis_queue_namespace_prefix}{keys.queue_name(model)}"
 
 
 def model_queue(redis: Redis, model: str) -> JobQueue:

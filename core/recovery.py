@@ -1,4 +1,4 @@
-"""Recovery sweeps any process may run (the API on a timer, each worker on its heartbeat), so that every job is always
+"""Recovery sweeps any process may run (the API on a timer, one worker per heartbeat), so that every job is always
 in its queue, running under a live worker's lease, or ended:
 
 - running jobs whose worker stopped beating, or beats while no longer running them (it lost Redis mid-job, or a
@@ -99,9 +99,7 @@ def give_back_stranded_jobs(
                 queue.drop_dequeued(job_id)
             elif since is None:
                 redis.hsetnx(key, "stranded_since", now)
-            elif now - float(since) >= stranded_seconds and queue.give_back(
-                job_id, queue_ttl=store.queue_ttl + store.job_timeout, job_timeout=store.job_timeout
-            ):
+            elif now - float(since) >= stranded_seconds and queue.give_back(job_id):
                 returned.append(job_id)
                 log.warning("job %s given back to its queue: dequeued but never claimed", job_id)
     return returned
@@ -113,3 +111,16 @@ def sweep(redis: Redis, store: JobStore, max_attempts: int, lease_seconds: float
     reap_lost_jobs(redis, store, max_attempts, lease_seconds)
     give_back_stranded_jobs(redis, store, lease_seconds)
     expire_overdue_jobs(redis, store)
+
+
+def sweep_if_due(
+    redis: Redis, store: JobStore, max_attempts: int, lease_seconds: float, interval_seconds: float, sweeper: str
+) -> bool:
+    """`sweep`, unless another worker swept in the last `interval_seconds` (a lock that expires); True when this call
+    swept. A sweep reads every running job, so N workers each sweeping on every beat would cost Redis O(N^2) per beat
+    (`bench/fleet.py` measured it saturating the fleet); the fleet sweeps once per beat in all, and a dead sweeper's
+    lock lapses within one beat."""
+    if not redis.set(keys.sweep_lock_key(), sweeper, nx=True, px=max(1, int(interval_seconds * 1000))):
+        return False
+    sweep(redis, store, max_attempts, lease_seconds)
+    return True

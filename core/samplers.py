@@ -110,3 +110,32 @@ class Sampler(StrEnum):
 def samplers_for(family: str, mode: str | None = None) -> list[Sampler]:
     """The samplers that fit `family` (a `ModelFamily` value), in `mode` when given, in table order."""
     return [sampler for sampler in Sampler if sampler.fits(family, mode)]
+
+
+# AUTOMATIC1111 1.9+ names a sampler and its noise schedule apart (`sampler_name: "DPM++ 2M"`, `scheduler: "karras"`);
+# older clients put the schedule in the name (`"DPM++ 2M Karras"`). `automatic` (or none) keeps the sampler's own.
+A1111_AUTOMATIC_SCHEDULERS = frozenset({"", "automatic"})
+A1111_KARRAS = "karras"
+
+
+def a1111_scheduler(sampler: Sampler) -> str:
+    """The AUTOMATIC1111 `scheduler` a sampler of this table runs with: `karras` for the Karras-sigma rows, else
+    `automatic`."""
+    return A1111_KARRAS if sampler.scheduler_options.get("use_karras_sigmas") else "automatic"
+
+
+def from_a1111(name: str, scheduler: str | None, family: str, mode: str | None = None) -> Sampler | None:
+    """The sampler AUTOMATIC1111 calls `name` (its display name, case-insensitive, or this table's own value) run
+    with `scheduler` (None or `automatic`: as named; `karras`: its Karras variant) that fits `family` (in `mode`, when
+    given); None when no row does (an A1111 name stands for the row of the model's family: `Euler` is `euler` on an
+    sd15 model, `flow_euler` on a FLUX one)."""
+    wanted = name.strip().lower()
+    schedule = (scheduler or "").strip().lower()
+    if schedule == A1111_KARRAS and not wanted.endswith(" karras"):
+        wanted += " karras"
+    elif schedule not in A1111_AUTOMATIC_SCHEDULERS and schedule != A1111_KARRAS:
+        return None
+    for sampler in samplers_for(family, mode):
+        if wanted in (sampler.a1111_name.lower(), sampler.value):
+            return sampler
+    return None

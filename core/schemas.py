@@ -265,6 +265,12 @@ class Job(BaseModel):
     progress: Progress
     timings: Timings
     images: list[str] = Field(default_factory=list, description="URLs of the result images, once succeeded.")
+    images_b64: list[str] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The result images as base64, in the order of `images`: only in the answer of `POST /generate` "
+        "with `Prefer: wait` and `?response_format=b64_json` when the job succeeded in time; absent otherwise.",
+    )
     content_filtered: list[bool] = Field(
         default_factory=list,
         description="Per image, when the model's safety checker ran and flagged any: True for an image it replaced "
@@ -273,6 +279,17 @@ class Job(BaseModel):
     error: JobError | None = None
     worker_id: str | None = None
     owner: str | None = Field(default=None, exclude=True)  # the API key id that created it; never shown
+
+
+class JobList(BaseModel):
+    """A page of `GET /jobs`: the caller's jobs, newest first, and the cursor of the next page."""
+
+    jobs: list[Job]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Send as `cursor` for the next page; null when there is none. A page may hold fewer jobs than "
+        "`limit` while this is set (a selective filter over a long history): keep following it.",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     redis_replica_timeout_ms: int = Field(
         default=500, gt=0, le=5000, description="how long a submission waits for those replicas"
     )
+    # Queues sharded by model across Redis primaries (core/sharding.py, docs/scaling.md).
+    redis_shards: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="models whose queues, jobs and workers live on a Redis primary of their own: "
+        "`model=redis://host:6379/0,...` (or a JSON object); other models use `IMAGEGEN_REDIS_URL`",
+    )
 
     model: str = Field(
         default="demo",
@@ -177,7 +183,7 @@ class Settings(BaseSettings):
     reaper_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="how often the API sweeps for lost and overdue jobs (0: never; workers sweep on every beat)",
+        description="how often the API sweeps for lost and overdue jobs (0: never; one worker sweeps on every beat)",
     )
     max_queue_depth: int = Field(
         default=1000, ge=1, description="per model; beyond it submissions answer 429 `queue_full`"
@@ -187,6 +193,39 @@ class Settings(BaseSettings):
         gt=0,
         description="how long a worker that lost Redis keeps a finished job's images in memory to write them when it "
         "is back; past that the job is re-queued",
+    )
+
+    # Where images live (core/object_store.py, docs/storage.md).
+    result_store: str = Field(
+        default="redis",
+        description="where result and input images live: `redis` (beside the job records) or `s3://bucket/prefix` "
+        "(an S3-compatible bucket; region and credentials from the usual AWS variables)",
+    )
+    result_urls: Literal["presigned", "proxy"] = Field(
+        default="presigned",
+        description="with a bucket: jobs give presigned GET URLs of the bucket (`presigned`) or "
+        "`/jobs/{id}/images/{n}`, the API fetching the bytes (`proxy`)",
+    )
+    result_url_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="how long a presigned URL stays valid (made at each read); unset: the result TTL, at most "
+        "7 days (S3's limit)",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="the S3 API's URL (MinIO, R2, a test server); unset: `AWS_ENDPOINT_URL`, else AWS's own",
+    )
+    result_store_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="connect and read timeout of each object-store request"
+    )
+    result_store_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="tries of each object-store request; then the job fails `result_store_unavailable` (a "
+        "submission answers 503)",
     )
 
     # Security (all off unless configured).
@@ -205,7 +244,14 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = Field(
         default=300.0,
         gt=0,
-        description="how long `POST /v1/images/generations` waits for the images before answering 504",
+        description="how long `POST /v1/images/generations` and `/v1/images/edits` wait for the images before "
+        "answering 504 (with `stream`: an `error` event; the job is canceled)",
+    )
+    max_prefer_wait_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="longest `POST /generate` with `Prefer: wait` (or `wait=N`) holds the request for the job to end "
+        "before answering 202 as usual (0: the preference is ignored)",
     )
 
     # API server: liveness under load, slow and hostile clients.
@@ -216,7 +262,8 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         description="requests that may wait on Redis at once in one API process (event streams, `POST "
-        "/v1/images/generations`), one Redis connection each; more wait for a connection to free",
+        "/v1/images/...`, `POST /generate` with `Prefer: wait`), one Redis connection each; more wait for a "
+        "connection to free",
     )
     header_timeout_seconds: float = Field(
         default=10.0,
@@ -255,6 +302,25 @@ class Settings(BaseSettings):
         "them to the API replicas that have it on",
     )
 
+    @field_validator("redis_shards", mode="before")
+    @classmethod
+    def _shard_map(cls, value: object) -> object:
+        """`sdxl=redis://a:6379/0,flux=redis://b:6379/0` or `{"sdxl": "redis://a:6379/0"}`, each a Redis URL."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                pairs = [entry.partition("=") for entry in text.split(",") if entry.strip()]
+                if any(not sep or not model.strip() for model, sep, _ in pairs):
+                    raise ValueError(f"redis_shards: `model=redis://host:port/db`, comma-separated, not {text!r}")
+                value = {model.strip(): url.strip() for model, _, url in pairs}
+        if isinstance(value, dict):
+            for model, url in value.items():
+                if not str(url).startswith(("redis://", "rediss://", "unix://")):
+                    raise ValueError(f"redis_shards: the Redis of model {model!r} is not a redis:// URL: {url!r}")
+        return value
+
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _sentinel_list(cls, value: object) -> object:
@@ -266,6 +332,22 @@ class Settings(BaseSettings):
             for entry in value:
                 sentinel_address(str(entry))
         return value
+
+    @field_validator("result_store")
+    @classmethod
+    def _result_store(cls, value: str) -> str:
+        """`redis`, or `s3://bucket` with an optional `/prefix`."""
+        if value != "redis" and not (value.startswith("s3://") and value.removeprefix("s3://").split("/", 1)[0]):
+            raise ValueError(f"result_store: `redis` or `s3://bucket/prefix`, not {value!r}")
+        return value
+
+    def result_bucket(self) -> tuple[str, str] | None:
+        """(bucket, key prefix: empty or ending in `/`) of an `s3://` result store; None for Redis."""
+        if not self.result_store.startswith("s3://"):
+            return None
+        bucket, _, prefix = self.result_store.removeprefix("s3://").partition("/")
+        prefix = prefix.strip("/")
+        return bucket, f"{prefix}/" if prefix else ""
 
     @property
     def lease_seconds(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from redis import Redis
 
 from core import keys
@@ -15,19 +17,43 @@ def heartbeat_ttl(heartbeat_seconds: float) -> int:
 
 
 def publish_worker(redis: Redis, info: WorkerInfo, heartbeat_seconds: float) -> None:
-    """Write (or refresh) a worker's record."""
+    """Write (or refresh) a worker's record, and its place among its model's workers."""
+    ttl = heartbeat_ttl(heartbeat_seconds)
+    now = time.time()
     pipe = redis.pipeline()
-    pipe.set(keys.worker_key(info.id), info.model_dump_json(), ex=heartbeat_ttl(heartbeat_seconds))
+    pipe.set(keys.worker_key(info.id), info.model_dump_json(), ex=ttl)
     pipe.sadd(keys.workers_key(), info.id)
+    pipe.zadd(keys.model_workers_key(info.model), {info.id: now + ttl})
+    pipe.zremrangebyscore(keys.model_workers_key(info.model), "-inf", now)  # those whose record expired
     pipe.execute()
 
 
-def remove_worker(redis: Redis, worker_id: str) -> None:
-    """Take a worker out of the registry when it stops."""
+def remove_worker(redis: Redis, worker_id: str, model: str | None = None) -> None:
+    """Take a worker (of `model`, when given) out of the registry when it stops."""
     pipe = redis.pipeline()
     pipe.delete(keys.worker_key(worker_id))
     pipe.srem(keys.workers_key(), worker_id)
+    if model is not None:
+        pipe.zrem(keys.model_workers_key(model), worker_id)
     pipe.execute()
+
+
+def serves(redis: Redis, model: str) -> bool:
+    """Whether a live worker serves `model`: one sorted-set read and one EXISTS, not every worker's record (what each
+    submission asks: `bench/fleet.py` measured reading them all costing Redis ~1 µs per worker per job)."""
+    [first] = redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1) or [None]
+    if first is None:
+        return False
+    if redis.exists(keys.worker_key(first.decode())):
+        return True
+    return any(worker.model == model for worker in live_workers(redis))  # its record went early: read them all
+
+
+def model_workers(redis: Redis, model: str) -> list[WorkerInfo]:
+    """The live workers of `model` (their records)."""
+    ids = [raw.decode() for raw in redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf")]
+    records = redis.mget([keys.worker_key(worker_id) for worker_id in ids]) if ids else []
+    return [WorkerInfo.model_validate_json(record) for record in records if record is not None]
 
 
 def live_workers(redis: Redis) -> list[WorkerInfo]:
@@ -40,6 +66,12 @@ def live_workers(redis: Redis) -> list[WorkerInfo]:
     if dead:
         redis.srem(keys.workers_key(), *dead)
     return [WorkerInfo.model_validate_json(record) for record in records if record is not None]
+
+
+def live_workers_of(redis: list[Redis]) -> list[WorkerInfo]:
+    """`live_workers` of each Redis of a deployment whose queues are sharded by model (each worker registers on its
+    model's Redis)."""
+    return [worker for client in redis for worker in live_workers(client)]
 
 
 def models_served(

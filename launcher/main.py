@@ -1,4 +1,4 @@
-"""The `imagegen` command: `api`, `worker`, `dev` (both, with Redis if needed) and `generate` (a client)."""
+"""The `imagegen` command: `api`, `worker`, `dev` (both, with Redis if needed), and `generate` and `jobs` (clients)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from client.generate_options import add_generate_arguments
+from client.jobs_command import add_jobs_arguments
 from core.settings import Settings
 
 
@@ -105,6 +106,12 @@ def _generate(args: argparse.Namespace) -> int:
     return run_generate(args)
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from client.jobs_command import run_jobs
+
+    return run_jobs(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error said in one `error: ...` line (exit 2) like every other error of the command."""
 
@@ -128,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", help="submit a prompt to a running API, show its progress, and write the images (Ctrl-C cancels)"
     )
     add_generate_arguments(gen)
+    jobs = commands.add_parser("jobs", help="list this API key's jobs on a running API, newest first")
+    add_jobs_arguments(jobs)
     return parser
 
 
@@ -140,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `imagegen` console script; an error is one `error: ...` line on stderr, never a traceback
     (a server's own failures are in its logs)."""
     args = build_parser().parse_args(argv)
-    if args.command == "generate":
+    if args.command in ("generate", "jobs"):
         try:
-            return _generate(args)
+            return _generate(args) if args.command == "generate" else _jobs(args)
         except KeyboardInterrupt:
             return 130
         except Exception as exc:  # a bug, said in one line: the command's own errors are handled where they happen

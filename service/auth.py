@@ -68,12 +68,12 @@ def authenticate(request: Request, settings: Settings) -> Caller:
     return Caller(key_id=digest[:16], admin=admin)
 
 
-def get_caller(request: Request, settings: SettingsDep) -> Caller:
+async def get_caller(request: Request, settings: SettingsDep) -> Caller:
     """Dependency: the authenticated caller."""
     return authenticate(request, settings)
 
 
-def get_admin(caller: Annotated[Caller, Depends(get_caller)], settings: SettingsDep) -> Caller:
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)], settings: SettingsDep) -> Caller:
     """Dependency: an admin caller when admin keys are configured (anyone authenticated otherwise)."""
     if settings.admin_key_hashes and not caller.admin:
         raise ApiError(403, "this endpoint needs an admin key")

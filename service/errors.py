@@ -1,6 +1,8 @@
 """Every error answers in the one shape of its route, and never with a stack trace.
 
 - The OpenAI-compatible routes (`/v1/...`) answer as OpenAI does: `{"error": {"message", "type", "param", "code"}}`.
+- The AUTOMATIC1111-compatible routes (`/sdapi/v1/...`) answer in A1111's keys: `{"error", "detail", "body",
+  "errors"}` (`error`: the stable code; `detail`: the message; `errors`: the list of problems, as `details` below).
 - Every other route answers `{"error": {"code", "message", "details"}}`, where `details` is always a list of objects,
   one per problem, each with a `message` and, when one input is at fault, its `field` (a request field, or `path`,
   `method`, `content-type`, `body`, a header such as `Idempotency-Key`), plus what helps to fix it (`limit`,
@@ -31,6 +33,7 @@ from core.schemas import ErrorDetail, ErrorResponse, FieldError
 log = logging.getLogger(__name__)
 
 OPENAI_PATH_PREFIX = "/v1/"
+A1111_PATH_PREFIX = "/sdapi/v1/"
 
 _CODES = {
     400: "bad_request",
@@ -76,9 +79,27 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIErrorDetail
 
 
+class A1111ErrorResponse(BaseModel):
+    """`{"error", "detail", "body", "errors"}`: every 4xx and 5xx answer of the AUTOMATIC1111-compatible `/sdapi/v1/...`
+    routes, in the keys A1111's API answers its errors with (where A1111 puts an exception's class name in `error`,
+    this API puts its stable error code, and `errors` lists each problem with its field instead of one string)."""
+
+    error: str = Field(description="The API's stable error code (the same as on other routes).")
+    detail: str = Field(description="What was wrong, naming the field and the limit.")
+    body: str = Field(default="", description="Always empty (A1111 echoes a request body here).")
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="One object per problem: its `message` and the `field` at fault."
+    )
+
+
 def error_code_for_status(status: int) -> str:
     """The error code the API uses for an HTTP status."""
     return _CODES.get(status, "internal" if status >= 500 else "error")
+
+
+def speaks_a1111(path: str) -> bool:
+    """True for the AUTOMATIC1111-compatible routes, which answer errors in A1111's shape."""
+    return path.startswith(A1111_PATH_PREFIX) or path == A1111_PATH_PREFIX.rstrip("/")
 
 
 def speaks_openai(path: str) -> bool:
@@ -137,8 +158,11 @@ def _openai_param(details: list[dict[str, Any]]) -> str | None:
 
 
 def error_body(status: int, code: str, message: str, details: Any = None, *, path: str = "") -> dict[str, Any]:
-    """The JSON body of an error: OpenAI's shape on its routes (by `path`), the API's own everywhere else."""
+    """The JSON body of an error: OpenAI's or AUTOMATIC1111's shape on their routes (by `path`), the API's own
+    everywhere else."""
     items = error_details(message, details)
+    if speaks_a1111(path):
+        return A1111ErrorResponse(error=code, detail=message, errors=items).model_dump(mode="json")
     if speaks_openai(path):
         kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         openai = OpenAIErrorDetail(message=message, type=kind, param=_openai_param(items), code=code)
@@ -234,13 +258,15 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document with every 4xx/5xx answer in its route's error shape (in place of FastAPI's
     `HTTPValidationError`, which this API never sends), and 413/415/422 on every operation that takes a body."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorResponse, OpenAIErrorResponse):
+    for model in (ErrorResponse, OpenAIErrorResponse, A1111ErrorResponse):
         definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(definition.pop("$defs", {}))
         components[model.__name__] = definition
     ours = {f"#/components/schemas/{name}" for name in ("ErrorResponse", "HTTPValidationError")}
     for path, operations in schema.get("paths", {}).items():
-        model = OpenAIErrorResponse if speaks_openai(path) else ErrorResponse
+        model = (
+            OpenAIErrorResponse if speaks_openai(path) else A1111ErrorResponse if speaks_a1111(path) else ErrorResponse
+        )
         content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
         for operation in operations.values():
             responses = operation.setdefault("responses", {})

@@ -25,12 +25,16 @@ HTTP_SECONDS = Histogram(
 )
 JOBS_SUBMITTED = Counter("imagegen_jobs_submitted", "Jobs accepted and queued.", ["model"])
 JOBS_REJECTED = Counter("imagegen_jobs_rejected", "Submissions refused, by reason (the error code).", ["reason"])
+# The routes that queue jobs, and the request-state key under which one records the job it queued.
+SUBMISSION_PATHS = frozenset({"/generate", "/v1/images/generations", "/v1/images/edits"})
+SUBMITTED_JOB_STATE = "submitted_job_id"
 
 
 class RedisStateCollector:
-    """`imagegen_queue_depth{queue}` and `imagegen_workers{model,state}`, read from Redis at each scrape."""
+    """`imagegen_queue_depth{queue}` and `imagegen_workers{model,state}`, read from each Redis of the deployment (one,
+    or the shards of `IMAGEGEN_REDIS_SHARDS`: a model's queue and workers live on one of them) at each scrape."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: list[Redis]) -> None:
         self.redis = redis
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
@@ -40,11 +44,11 @@ class RedisStateCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth, workers = self.describe()
-        for name, count in queue_depths(self.redis).items():
+        for name, count in (item for redis in self.redis for item in queue_depths(redis).items()):
             depth.add_metric([name], count)
         yield depth
         counts: dict[tuple[str, str], int] = {}
-        for worker in live_workers(self.redis):
+        for worker in (worker for redis in self.redis for worker in live_workers(redis)):
             counts[(worker.model, worker.state)] = counts.get((worker.model, worker.state), 0) + 1
         for (model, state), count in sorted(counts.items()):
             workers.add_metric([model, state], count)
@@ -82,5 +86,8 @@ class HttpMetrics:
             template = getattr(route, "path", None) or "unmatched"
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_SECONDS.labels(scope["method"], template).observe(time.perf_counter() - started)
-            if scope["method"] == "POST" and scope["path"] == "/generate" and status >= 400:
+            # A submission refused: an error before any job was queued (the OpenAI routes' later 499/504/500 are a
+            # queued job's, which its route marks in the request state).
+            queued = SUBMITTED_JOB_STATE in scope.get("state", {})
+            if scope["method"] == "POST" and scope["path"] in SUBMISSION_PATHS and status >= 400 and not queued:
                 JOBS_REJECTED.labels(error_code_for_status(status)).inc()

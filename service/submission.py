@@ -8,7 +8,9 @@ import json
 import logging
 import math
 import secrets
-import uuid
+import time
+import weakref
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,18 +25,69 @@ from core.queueing import model_queue
 from core.redis_connection import execute_replicated, replicated_transaction
 from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_family_rules, check_limits
 from core.settings import Settings
-from core.workers import live_workers
+from core.sharding import RedisShards, new_job_id
+from core.workers import live_workers, model_workers, serves
 from service.auth import Caller, check_submission_quota
 from service.errors import ApiError
 from service.inputs import prepare_inputs
 from service.metrics import JOBS_SUBMITTED
 from service.queue_view import predict_wait
+from service.results import ResultImages
 from service.webhook_targets import WebhookTargetRefusedError, check_webhook_url
 
 log = logging.getLogger(__name__)
 
 # Retry-After of a 503 for a model without a live worker: about one worker start-up.
 NO_WORKER_RETRY_SECONDS = 10
+
+# Whether a live worker serves the model, and its queue's depth, come from a short per-process memory rather than from
+# Redis on every submission (three commands a job fewer: docs/performance.md). A model seen served is trusted for
+# SERVED_MEMORY_SECONDS (not one seen unserved: a worker that just started is taken at once). A depth is read again
+# after DEPTH_MEMORY_SECONDS, or as soon as the estimate (the depth read plus this process's submissions since) reaches
+# half the limit, so that the limit itself is checked on a live depth.
+SERVED_MEMORY_SECONDS = 1.0
+DEPTH_MEMORY_SECONDS = 0.5
+
+
+@dataclass
+class _Seen:
+    """What a submission read of a model on a client, when (monotonic clock), and the submissions counted since."""
+
+    client: weakref.ref[Redis]
+    at: float
+    value: int
+    added: int = 0
+
+
+_served: dict[tuple[int, str], _Seen] = {}
+_depths: dict[tuple[int, str], _Seen] = {}
+
+
+def _remembered(memory: dict[tuple[int, str], _Seen], redis: Redis, model: str, seconds: float) -> _Seen | None:
+    seen = memory.get((id(redis), model))
+    if seen is None or seen.client() is not redis or time.monotonic() - seen.at >= seconds:
+        return None
+    return seen
+
+
+def _served_now(redis: Redis, model: str) -> bool:
+    if _remembered(_served, redis, model, SERVED_MEMORY_SECONDS) is not None:
+        return True
+    served = serves(redis, model)
+    if served:
+        _served[(id(redis), model)] = _Seen(weakref.ref(redis), time.monotonic(), 1)
+    return served
+
+
+def _queue_depth(redis: Redis, model: str, limit: int) -> int:
+    """The model's queue depth: remembered, or read live when stale or the estimate nears `limit`."""
+    seen = _remembered(_depths, redis, model, DEPTH_MEMORY_SECONDS)
+    if seen is not None and 2 * (seen.value + seen.added) < limit:
+        seen.added += 1  # this submission, should it be accepted: a rejected one only makes the next read sooner
+        return seen.value + seen.added - 1
+    depth = model_queue(redis, model).count
+    _depths[(id(redis), model)] = _Seen(weakref.ref(redis), time.monotonic(), depth, 1)
+    return depth
 
 
 def known_models(settings: Settings, workers: list[WorkerInfo], entries: dict[str, ModelEntry]) -> list[str]:
@@ -46,19 +99,22 @@ def known_models(settings: Settings, workers: list[WorkerInfo], entries: dict[st
 
 def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -> tuple[str, ModelEntry]:
     """The model a request goes to and its entry; 422 for an unknown one, 503 for one no live worker serves (unless
-    `queue_without_workers`)."""
+    `queue_without_workers`). `redis`: the model's (its workers register there)."""
     entries = model_entries(settings)
     model = request.model or served_entry(settings, entries)[0]
-    workers = live_workers(redis)
-    models = known_models(settings, workers, entries)
-    if model not in models:
+    configured = {*known_models(settings, [], entries), *settings.redis_shards}
+    # Whether a worker serves it matters for a model not configured, or when jobs may not queue without workers: read
+    # then only (not every worker's record: that read grows with the fleet, docs/scaling.md).
+    served = (model not in configured or not settings.queue_without_workers) and _served_now(redis, model)
+    if model not in configured and not served:
+        models = sorted({*configured, *known_models(settings, live_workers(redis), entries)})
         raise ApiError(
             422,
             f"model: unknown model {model!r}; served models: {', '.join(models)}",
             code="invalid_request",
             details=[{"field": "model", "message": "unknown model", "allowed": models}],
         )
-    if not settings.queue_without_workers and not any(worker.model == model for worker in workers):
+    if not settings.queue_without_workers and not served:
         raise ApiError(
             503,
             f"model {model}: no live worker serves it now; retry later",
@@ -66,7 +122,8 @@ def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -
             details=[{"field": "model", "message": "no live worker"}],
             headers={"Retry-After": str(NO_WORKER_RETRY_SECONDS)},
         )
-    _check_loras(request, model, [worker for worker in workers if worker.model == model])
+    if request.loras:
+        _check_loras(request, model, model_workers(redis, model))
     entry = entry_of(settings, model, entries) or ModelEntry(source=model)
     return model, entry
 
@@ -137,7 +194,7 @@ def _check_webhook(request: GenerateRequest, settings: Settings, caller: Caller)
 def _check_backpressure(
     request: GenerateRequest, model: str, redis: Redis, store: JobStore, settings: Settings
 ) -> None:
-    depth = model_queue(redis, model).count
+    depth = _queue_depth(redis, model, settings.max_queue_depth)
     if depth >= settings.max_queue_depth:
         eta = predict_wait(redis, store, model, request, 1)
         retry_after = max(1, math.ceil(eta[0])) if eta else 5
@@ -163,14 +220,25 @@ def _body_hash(request: GenerateRequest) -> str:
     return hashlib.sha256(json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def _replay(redis: Redis, store: JobStore, idem_key: str, body_hash: str) -> Job | None:
-    """The job an earlier request with this key created; 409 when that request had another body."""
+def _replay(
+    redis: Redis,
+    store: JobStore,
+    idem_key: str,
+    body_hash: str,
+    shards: RedisShards[Redis] | None = None,
+    settings: Settings | None = None,
+) -> Job | None:
+    """The job an earlier request with this key created (read on its own Redis, given `shards`); 409 when that
+    request had another body."""
     value = redis.get(idem_key)
     if value is None:
         return None
     job_id, first_hash = value.decode().split(" ", 1)
     if first_hash != body_hash:
         raise ApiError(409, "Idempotency-Key was already used with a different request body", code="conflict")
+    job_redis = shards.for_job(job_id) if shards is not None else store.redis
+    if job_redis is not store.redis and settings is not None:
+        store = JobStore.from_settings(job_redis, settings)
     job = store.get(job_id)
     if job is None:
         raise ApiError(409, f"Idempotency-Key: the job it created ({job_id}) has expired", code="conflict")
@@ -184,8 +252,12 @@ def submit(
     settings: Settings,
     caller: Caller,
     idempotency_key: str | None = None,
+    results: ResultImages | None = None,
+    shards: RedisShards[Redis] | None = None,
 ) -> tuple[Job, bool]:
-    """Validate `request` against this deployment and queue it; returns (job, replayed)."""
+    """Validate `request` against this deployment and queue it; returns (job, replayed). Its input images go to
+    `results`' bucket when it has one (else into Redis with the record). With `shards` (queues sharded by model), the
+    job goes to its model's Redis; `redis` and `store` are the default Redis's (idempotency keys live there)."""
     idem_key = body_hash = None
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 255:
@@ -193,13 +265,18 @@ def submit(
         key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
         idem_key = keys.idempotency_key(caller.key_id or "anonymous", key_hash)
         body_hash = _body_hash(request)
-        replayed = _replay(redis, store, idem_key, body_hash)
+        replayed = _replay(redis, store, idem_key, body_hash, shards, settings)
         if replayed is not None:
             return replayed, True
 
     sent = set(request.model_fields_set)
     request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
     _check_webhook(request, settings, caller)
+    default_redis = redis
+    target = request.model or served_entry(settings, model_entries(settings))[0]
+    if shards is not None and target in settings.redis_shards:  # the model's Redis from here on
+        redis = shards.for_model(target)
+        store = JobStore.from_settings(redis, settings)
     model, entry = _resolve_model(request, redis, settings)
     if inputs:
         request = _fit_image_sides(request, sent, entry.rules.size_multiple)
@@ -212,13 +289,18 @@ def submit(
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
     request = request.model_copy(update={"seed": seed})
 
-    job_id = uuid.uuid4().hex
+    job_id = new_job_id(settings, model)  # a sharded model's ids name it: later requests find its Redis
     if idem_key is not None and body_hash is not None:
-        claimed = redis.set(idem_key, f"{job_id} {body_hash}", nx=True, ex=settings.idempotency_ttl_seconds)
+        claimed = default_redis.set(idem_key, f"{job_id} {body_hash}", nx=True, ex=settings.idempotency_ttl_seconds)
         if not claimed:  # a concurrent request with the same key won the race
-            replayed = _replay(redis, store, idem_key, body_hash)
+            replayed = _replay(default_redis, store, idem_key, body_hash, shards, settings)
             if replayed is not None:
                 return replayed, True
+    if inputs and results is not None and not results.store.inline:
+        # Into the bucket first: the record that names them must not exist without them.
+        life = store.job_queue_ttl(request) + store.job_timeout + store.result_ttl
+        results.put_inputs(default_redis, job_id, inputs, life)
+        inputs = {}
     pipe = replicated_transaction(redis)  # a transaction that can WAIT for replicas on the connection that wrote it
     pipe.multi()  # explicit MULTI first: RQ's enqueue expects it when handed a pipeline that already has commands
     job = store.create(job_id, model, request, owner=caller.key_id, inputs=inputs, pipeline=pipe)  # record + queue

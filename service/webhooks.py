@@ -29,7 +29,9 @@ from redis.exceptions import RedisError, ResponseError
 from standardwebhooks import Webhook
 
 from core import keys
+from core.jobs import JobStore
 from core.settings import Settings
+from service.results import ResultImages
 from service.webhook_targets import IPAddress, WebhookTargetRefusedError, checked_addresses
 
 log = logging.getLogger(__name__)
@@ -148,8 +150,12 @@ class WebhookDeliverer:
         consumer: str | None = None,
         lease_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
+        results: ResultImages | None = None,
     ) -> None:
         self.redis = redis
+        # With presigned image URLs, a `succeeded` delivery carries URLs made when it is sent, not when it was queued.
+        self._results = results if results is not None and results.presigned else None
+        self._jobs = JobStore.from_settings(redis, settings)
         # Epoch seconds that schedule retries and leases; tests pass a fake one to assert exact retry times. The
         # signature's timestamp stays real time: receivers check it against their own clock.
         self.clock = clock
@@ -371,7 +377,7 @@ class WebhookDeliverer:
         """POST the signed event; returns the status. Connects to the checked `addresses` (in turn while a
         connection fails), or by name when the host is allow-listed ([])."""
         assert self._signer is not None
-        body = delivery.body()
+        body = self._presented(delivery).body()
         sent_at = datetime.now(tz=UTC)
         headers = {
             "content-type": "application/json",
@@ -389,6 +395,12 @@ class WebhookDeliverer:
             except httpx.ConnectError:
                 continue  # the next address of the same host
         return self._post_to(url, addresses[-1], body, headers)
+
+    def _presented(self, delivery: Delivery) -> Delivery:
+        """The delivery with its images as readers see them now (presigned URLs, when so configured)."""
+        if self._results is None or delivery.type != "succeeded":
+            return delivery
+        return replace(delivery, data=self._results.event_data(delivery.data, self._jobs.get(delivery.job_id)))
 
     def _post_to(self, url: httpx.URL, address: IPAddress, body: str, headers: dict[str, str]) -> int:
         # TLS still checks the host's name (SNI and certificate), not the address.

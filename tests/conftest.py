@@ -12,6 +12,7 @@ from redis import Redis
 from core.jobs import JobStore
 from core.settings import Settings
 from tests.redis_servers import RedisProcesses
+from tests.s3_server import AWS_ENV, S3Server, running_s3_server
 
 # A real Redis; tests own this db index and flush it before and after each test that uses it.
 TEST_REDIS_URL = os.environ.get("IMAGEGEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -65,3 +66,21 @@ def redis_processes(tmp_path: Path) -> Iterator[RedisProcesses]:
         yield processes
     finally:
         processes.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-protocol server (moto's) on a free loopback port, for the whole run."""
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_settings(settings: Settings, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test settings with images in a fresh bucket of the test S3 server (credentials in the environment, where
+    boto3's own chain finds them)."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    return settings.model_copy(
+        update={"result_store": f"s3://{s3_server.new_bucket()}/results", "s3_endpoint_url": s3_server.endpoint_url}
+    )

@@ -25,6 +25,7 @@ from rq.timeouts import JobTimeoutException
 from core.eta import job_work
 from core.jobs import JobStore, StepSignal
 from core.logs import bound_job
+from core.object_store import ResultStoreUnavailableError, image_store, schedule_deletion
 from core.queueing import model_queue
 from core.schemas import GenerateRequest, LimitExceededError, check_limits
 from core.settings import Settings
@@ -48,6 +49,8 @@ def error_code(exc: BaseException) -> str:
         return "out_of_memory"
     if isinstance(exc, JobTimeoutException):
         return "timeout"
+    if isinstance(exc, ResultStoreUnavailableError):
+        return "result_store_unavailable"
     if isinstance(exc, ValidationError | LimitExceededError | ValueError):
         return "invalid_request"
     return "internal"
@@ -78,6 +81,7 @@ class GenerationEngine:
         self.status = status
         self.model_name = settings.served_model_name()
         self.queue = model_queue(store.redis, self.model_name)
+        self.images = image_store(settings, store.redis)  # Redis (the bytes go with the job's writes) or a bucket
         # One thread: results are stored in the order they were made, and the GPU thread never waits for PNG or Redis.
         self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegen-finish")
         self._pending: list[Future[None]] = []
@@ -124,15 +128,17 @@ class GenerationEngine:
             total, record, inputs, times = 0, None, {}, None
             try:
                 if request is None:
+                    stored, times = self.store.queued_request(job_id)  # one read and one validation per job
                     try:
-                        request = self.store.requests([job_id])[0]  # one read and one validation per job
+                        request = GenerateRequest.model_validate_json(stored) if stored is not None else None
                     except ValidationError as exc:  # written by an older or newer API
                         problem = exc
-                if request is None and problem is None:
-                    log.info("job skipped: its record is gone (expired)")
-                    self._count(job_id, "skipped")
-                    return None
-                times = self.store.queue_times(job_id)
+                    if stored is None:
+                        log.info("job skipped: its record is gone (expired)")
+                        self._count(job_id, "skipped")
+                        return None
+                else:
+                    times = self.store.queue_times(job_id)
                 if request is not None:
                     try:
                         check_limits(request, max_pixels=self.settings.max_pixels)
@@ -143,7 +149,15 @@ class GenerationEngine:
                     except Exception as exc:
                         problem = exc
                 self.status.current_jobs.add(job_id)  # the heartbeat names it from the instant it may be ours
-                claim = self.store.claim(job_id, self.worker_id, total, record, dequeued=dequeued)
+                claim = self.store.claim(
+                    job_id,
+                    self.worker_id,
+                    total,
+                    record,
+                    dequeued=dequeued,
+                    queue=self.queue,
+                    batch_size=1 if dequeued else None,  # alone unless mates join: `_run_batch` then notes them all
+                )
             except RedisError as exc:
                 # Not claimed, or claimed and then let go: either way the sweep gives it back (unclaimed in the
                 # intermediate list, or running with a heartbeat that no longer names it).
@@ -175,11 +189,15 @@ class GenerationEngine:
     def _load_inputs(self, job_id: str, request: GenerateRequest) -> dict[str, Image.Image]:
         """Decode the input images the API stored beside the job (it checked them already)."""
         fields = list(request.image_fields())
-        stored = self.store.get_inputs(job_id, fields)
+        if self.images.inline:
+            stored = self.store.get_inputs(job_id, fields)
+        else:
+            objects = {field: self.images.get(self.images.input_key(job_id, field)) for field in fields}
+            stored = {field: data for field, data in objects.items() if data is not None}
         missing = [field for field in fields if field not in stored]
         if missing:
             raise ValueError(f"{', '.join(missing)}: the stored input image is gone (expired)")
-        images = {}
+        images: dict[str, Image.Image] = {}
         for field, data in stored.items():
             image = Image.open(io.BytesIO(data))
             image.load()
@@ -224,7 +242,8 @@ class GenerationEngine:
 
     def _run_batch(self, batch: list[ActiveJob]) -> None:
         try:
-            self.store.note_batch([(job.job_id, job.attempt) for job in batch])
+            if len(batch) > 1:  # a job alone recorded its batch size of 1 with its claim
+                self.store.note_batch([(job.job_id, job.attempt) for job in batch])
         except RedisError:
             log.warning("batch size not recorded: Redis unavailable")
         requests = [job.request for job in batch]
@@ -289,9 +308,12 @@ class GenerationEngine:
                 filtered = [self.resident.is_filtered(image) for image in images]
                 if any(filtered):
                     log.warning("safety checker filtered images", extra={"filtered": filtered})
-                stored = self._persist(
-                    "result", lambda: self.store.mark_succeeded(job.job_id, encoded, filtered, job.attempt)
-                )
+                if self.images.inline:
+                    stored = self._persist(
+                        "result", lambda: self.store.mark_succeeded(job.job_id, encoded, filtered, job.attempt)
+                    )
+                else:
+                    stored = self._put_objects(job, encoded, filtered)
             except Exception as exc:
                 self._fail(job.job_id, exc, job.attempt)
                 return
@@ -304,6 +326,34 @@ class GenerationEngine:
                 self._let_go(job.job_id, "result discarded: the job ended or moved on without this run")
             else:
                 self._let_go(job.job_id, "result discarded: Redis stayed away past the hold time")
+
+    def _put_objects(self, job: ActiveJob, encoded: list[bytes], filtered: list[bool]) -> bool | None:
+        """Put the images in the bucket, then end the job with the fenced transition (which records only how many
+        there are); a run that lost its job deletes what it put. ResultStoreUnavailableError once the store's bounded
+        tries are spent. The objects are scheduled for deletion first, so none outlives the result TTL for long."""
+        output_format = job.request.output_format
+        names = [self.images.result_key(job.job_id, job.attempt, i, output_format.value) for i in range(len(encoded))]
+        # Past the record's own expiry (the transition sets it later, by up to the outage hold).
+        delete_at = time.time() + self.settings.result_ttl_seconds + self.settings.outage_hold_seconds
+
+        def schedule() -> bool:
+            schedule_deletion(self.store.redis, names, delete_at)
+            return True
+
+        if not self._persist("object expiry", schedule):
+            return None
+        for name, data in zip(names, encoded, strict=True):
+            self.images.put(name, data, output_format.content_type)
+        stored = self._persist(
+            "result",
+            lambda: self.store.mark_succeeded(job.job_id, [], filtered, job.attempt, stored=len(encoded)),
+        )
+        if not stored:
+            try:
+                self.images.delete(names)  # the winner's objects live under its own attempt: these are ours only
+            except ResultStoreUnavailableError as exc:
+                log.warning("objects of a discarded result left to the expiry sweep: %s", exc)
+        return stored
 
     # --- outcomes -------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
@@ -26,16 +27,18 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import now as rq_now
+from rq.utils import utcformat
 from rq.worker import WorkerStatus as RqWorkerState
 from rq.worker_registration import clean_worker_registry
 
 from core.catalog import with_served_model
 from core.jobs import JobStore
 from core.logs import configure_logging
-from core.recovery import sweep
-from core.redis_connection import redis_client
+from core.queueing import IdQueue
+from core.recovery import sweep_if_due
 from core.schemas import WorkerInfo
 from core.settings import Settings
+from core.sharding import redis_for_model
 from core.workers import publish_worker, remove_worker
 from worker import metrics
 from worker.engine import GenerationEngine
@@ -49,7 +52,7 @@ class Heartbeat(threading.Thread):
     """Refreshes the worker's registry record every `interval` seconds until stopped."""
 
     def __init__(
-        self, redis: Redis, info: WorkerInfo, status: WorkerStatus, interval: float, sweep: Callable[[], None]
+        self, redis: Redis, info: WorkerInfo, status: WorkerStatus, interval: float, sweep: Callable[[], object]
     ) -> None:
         super().__init__(name="imagegen-heartbeat", daemon=True)
         self.redis = redis
@@ -73,7 +76,7 @@ class Heartbeat(threading.Thread):
                 self.beat()
                 if self.rq_worker is not None:
                     self.rq_worker.heartbeat()  # RQ's record lives while a long job runs
-                self.sweep()  # every live worker also looks for jobs that lost theirs
+                self.sweep()  # one live worker a beat (a lock) also looks for jobs that lost theirs
             except RedisError as exc:  # not ready until Redis answers again; the next beat retries
                 if self.status.redis_error is None:
                     log.warning("Redis unavailable: not ready until it answers (%s)", exc)
@@ -94,18 +97,49 @@ class GenerationWorker(SimpleWorker):
 
     signaled = False
     engine: GenerationEngine
+    queue_class = IdQueue  # its queue carries bare job ids: no RQ job hash to fetch per job
+    log_job_description = False  # a bare id has no description
+    _suspension_checked = 0.0
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        self._state = RqWorkerState.BUSY  # RQ's warm shutdown reads it: a signal now waits for the job to end
-        with contextlib.suppress(RedisError):
-            self.set_state(RqWorkerState.BUSY)
+        self.set_state(RqWorkerState.BUSY)  # RQ's warm shutdown reads it: a signal now waits for the job to end
         try:
-            with self.death_penalty_class(job.timeout or Queue.DEFAULT_TIMEOUT, JobTimeoutException, job_id=job.id):
+            with self.death_penalty_class(self.engine.store.job_timeout, JobTimeoutException, job_id=job.id):
                 self.engine.run(job.id)
         finally:
-            self._state = RqWorkerState.IDLE
-            with contextlib.suppress(RedisError):
-                self.set_state(RqWorkerState.IDLE)
+            self.set_state(RqWorkerState.IDLE)
+
+    # RQ writes its worker record (heartbeat, state) and checks `rq suspend` several times around every job: 20
+    # commands a job. Here the record is written at most every RQ_RECORD_SECONDS (the heartbeat thread keeps it
+    # alive while a job runs), with the state of the moment, and the suspension is looked up as often.
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """Busy and idle are kept in memory and published by the next heartbeat; other states are written at once."""
+        self._state = state
+        if state not in (RqWorkerState.BUSY, RqWorkerState.IDLE):
+            super().set_state(state, pipeline)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's worker record kept alive, with the current state, if the last write is older than RQ_RECORD_SECONDS
+        (always when a `pipeline` is given: the caller executes it)."""
+        last = self.last_heartbeat
+        if pipeline is None and last is not None and (rq_now() - last).total_seconds() < RQ_RECORD_SECONDS:
+            return
+        timeout = timeout or self.worker_ttl + 60
+        self.last_heartbeat = rq_now()
+        connection: Redis | Pipeline = pipeline if pipeline is not None else self.connection.pipeline(transaction=False)
+        connection.hset(self.key, mapping={"last_heartbeat": utcformat(self.last_heartbeat), "state": self._state})
+        connection.expire(self.key, timeout)
+        if pipeline is None:
+            assert isinstance(connection, Pipeline)
+            connection.execute()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's `rq suspend` check, at most every RQ_RECORD_SECONDS (a suspension takes effect within that)."""
+        if time.monotonic() - self._suspension_checked < RQ_RECORD_SECONDS:
+            return
+        self._suspension_checked = time.monotonic()
+        super().check_for_suspension(burst)
 
     def clean_registries(self) -> None:
         """RQ's maintenance, less its intermediate-list cleanup (which would fail an unclaimed job in RQ's terms and
@@ -138,6 +172,8 @@ class GenerationWorker(SimpleWorker):
         )
 
 
+# RQ's worker record and suspension flag are written and read at most this often by the queue loop.
+RQ_RECORD_SECONDS = 5.0
 # RQ's worker record lives this long without a beat (the heartbeat thread beats it), and its queue loop blocks this
 # long less 15 s on BLMOVE: short, so that a dead connection is noticed soon.
 RQ_WORKER_TTL = 30
@@ -146,14 +182,20 @@ MAX_RECONNECT_SECONDS = 5.0
 
 
 def serve_queue(
-    redis: Redis, engine: GenerationEngine, heartbeat: Heartbeat, worker_id: str, settings: Settings
+    redis: Redis,
+    engine: GenerationEngine,
+    heartbeat: Heartbeat,
+    worker_id: str,
+    settings: Settings,
+    worker_class: type[GenerationWorker] = GenerationWorker,
 ) -> None:
-    """Run RQ's in-process worker until a signal stops it; if Redis goes away, wait for it (with backoff) and go on."""
+    """Run RQ's in-process worker (`worker_class`) until a signal stops it; if Redis goes away, wait for it (with
+    backoff) and go on."""
     delay = 1.0
     while True:
         rq_worker: GenerationWorker | None = None
         try:
-            rq_worker = GenerationWorker(  # RQ names its connection here: Redis may be away already
+            rq_worker = worker_class(  # RQ names its connection here: Redis may be away already
                 [engine.queue.rq],
                 connection=redis,
                 name=f"{worker_id}.{uuid.uuid4().hex[:6]}",  # fresh: RQ refuses a name whose old record survived
@@ -193,7 +235,8 @@ def run_worker(settings: Settings) -> None:
     if settings.metrics_port:
         server = serve_health(status, settings.metrics_host, settings.metrics_port)
         log.info("metrics and health on port %d", server.server_address[1])
-    redis = redis_client(settings)  # a Sentinel-managed client follows a failover to the new primary
+    # Its model's Redis (a shard, or the default one); a Sentinel-managed client follows a failover to the new primary.
+    redis = redis_for_model(settings, model_name)
     store = JobStore.from_settings(redis, settings)
 
     started = time.perf_counter()
@@ -208,7 +251,20 @@ def run_worker(settings: Settings) -> None:
     metrics.MODEL_LOAD_SECONDS.labels(model_name).set(time.perf_counter() - started)
     metrics.WORKER_BUSY.labels(model_name).set(0)
     metrics.register_gpu_memory(resident.device)
+    serve_model(settings, engine, worker_id, status)
 
+
+def serve_model(
+    settings: Settings,
+    engine: GenerationEngine,
+    worker_id: str,
+    status: WorkerStatus,
+    worker_class: type[GenerationWorker] = GenerationWorker,
+) -> None:
+    """Register the loaded, warmed-up `engine` with a heartbeat and serve its model's queue until stopped; the
+    fleet benchmark runs many of these as threads (`worker_class` without signal handlers)."""
+    redis, store, resident = engine.store.redis, engine.store, engine.resident
+    model_name = engine.model_name
     now = datetime.now(UTC)
     info = WorkerInfo(
         id=worker_id,
@@ -228,7 +284,9 @@ def run_worker(settings: Settings) -> None:
         info,
         status,
         settings.heartbeat_seconds,
-        lambda: sweep(redis, store, settings.max_attempts, settings.lease_seconds),
+        lambda: sweep_if_due(
+            redis, store, settings.max_attempts, settings.lease_seconds, settings.heartbeat_seconds, worker_id
+        ),
     )
     try:
         heartbeat.beat()
@@ -237,10 +295,10 @@ def run_worker(settings: Settings) -> None:
     heartbeat.start()
     log.info("worker %s ready: model %s (%s) on %s", worker_id, model_name, resident.family, resident.device)
     try:
-        serve_queue(redis, engine, heartbeat, worker_id, settings)
+        serve_queue(redis, engine, heartbeat, worker_id, settings, worker_class)
     finally:
         engine.close()  # results still being stored are written before the worker leaves
         heartbeat.stopped.set()
         with contextlib.suppress(RedisError):
-            remove_worker(redis, worker_id)
+            remove_worker(redis, worker_id, model_name)
         log.info("worker %s stopped", worker_id)

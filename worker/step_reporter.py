@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 
 class StepReporter:
     """The step hook of one job. Step events and progress writes are coalesced to `events_per_second` (the last
-    step always goes out); previews (made by `preview` from the job's latents and the step) go out every
-    `preview_every` steps; a requested cancel is seen at every step. Writes are fenced by the run's `attempt`: once
-    the job moved on without this run, the hook says LOST. While Redis is away the run goes on unreported.
+    step, and the step of a preview, always go out); previews (made by `preview` from the job's latents and the step)
+    go out every `preview_every` steps; a requested cancel is seen at every step. Writes are fenced by the run's
+    `attempt`: once the job moved on without this run, the hook says LOST. While Redis is away the run goes on
+    unreported.
     """
 
     def __init__(
@@ -63,9 +64,11 @@ class StepReporter:
         self._last_step_at = now
         self.last_step = step
         elapsed = now - self.started
-        if self.preview_every and step % self.preview_every == 0:
+        previewed = bool(self.preview_every) and step % self.preview_every == 0
+        if previewed:
             self.store.publish(self.job_id, self.preview(latents, step), self.attempt)
-        if step >= total or now - self._last_event_at >= self.min_interval:
+        # A preview's step goes out with it, so no reader sees a preview ahead of the job's progress.
+        if previewed or step >= total or now - self._last_event_at >= self.min_interval:
             self._last_event_at = now
             eta = elapsed / step * (total - step)
             event = StepEvent(

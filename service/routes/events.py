@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from redis.asyncio import Redis as AsyncRedis
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.event_stream import follow_events
+from core.jobs import JobStore
 from core.schemas import ErrorResponse
 from service.auth import CallerDep
-from service.deps import JobStoreDep, SettingsDep
+from service.deps import JobStoreDep, ResultsDep, SettingsDep, async_redis_for_job
 from service.errors import ApiError
+from service.results import ResultImages
 from service.routes.jobs import find_job
 
 router = APIRouter(tags=["jobs"])
@@ -22,11 +25,17 @@ router = APIRouter(tags=["jobs"])
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
-async def job_events(redis: AsyncRedis, job_id: str, after: str) -> AsyncIterator[ServerSentEvent]:
+async def job_events(
+    redis: AsyncRedis, job_id: str, after: str, results: ResultImages | None = None, store: JobStore | None = None
+) -> AsyncIterator[ServerSentEvent]:
     """Every event of the job after stream id `after`, then new ones as they come, up to the terminal event (a
-    stream that ends short of it is resumed by the client with Last-Event-ID, missing nothing)."""
+    stream that ends short of it is resumed by the client with Last-Event-ID, missing nothing). With `results`
+    presigning, the `succeeded` event's image URLs are made as it is sent."""
     async for entry in follow_events(redis, job_id, after):
-        yield ServerSentEvent(data=entry.data, event=entry.type, id=entry.id)
+        data = entry.data
+        if entry.type == "succeeded" and results is not None and results.presigned and store is not None:
+            data = results.event_data(data, await run_in_threadpool(store.get, job_id))
+        yield ServerSentEvent(data=data, event=entry.type, id=entry.id)
 
 
 @router.get(
@@ -38,19 +47,20 @@ async def job_events(redis: AsyncRedis, job_id: str, after: str) -> AsyncIterato
         422: {"model": ErrorResponse},
     },
 )
-def stream_job_events(
+async def stream_job_events(
     job_id: str,
     request: Request,
     store: JobStoreDep,
     settings: SettingsDep,
+    results: ResultsDep,
     caller: CallerDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of the job from its start (or after `Last-Event-ID`), ending after the terminal event."""
-    find_job(store, job_id, caller)
+    await run_in_threadpool(find_job, store, job_id, caller)
     if last_event_id is not None and not _STREAM_ID.match(last_event_id):
         raise ApiError(422, f"Last-Event-ID: not an event id of this stream: {last_event_id!r}", code="invalid_request")
     return EventSourceResponse(
-        job_events(request.app.state.async_redis, job_id, last_event_id or "0-0"),
+        job_events(async_redis_for_job(request, job_id), job_id, last_event_id or "0-0", results, store),
         ping=settings.sse_ping_seconds,
     )

@@ -1,21 +1,33 @@
-"""`POST /generate`: accept a request (JSON, or multipart with image file parts) and queue it."""
+"""`POST /generate`: accept a request (JSON, or multipart with image file parts) and queue it; with `Prefer: wait`,
+answer when the job ends if it ends in time."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from core.schemas import IMAGE_FIELDS, ErrorResponse, GenerateRequest, Job
+from core.schemas import IMAGE_FIELDS, ErrorResponse, GenerateRequest, Job, JobStatus
 from service.auth import CallerDep
-from service.deps import JobStoreDep, RedisDep, SettingsDep
+from service.deps import (
+    JobStoreDep,
+    RedisDep,
+    ResultsDep,
+    SettingsDep,
+    async_redis_for_job,
+    get_shards,
+    job_store_for,
+)
 from service.errors import ApiError
+from service.preferences import wait_preference
 from service.submission import submit
+from service.waiting import WaitOutcome, wait_for_end
 
 router = APIRouter(tags=["generate"])
 
@@ -107,20 +119,70 @@ def _request_body_schema() -> dict[str, Any]:
     }
 
 
-@router.post("/generate", status_code=202, response_model=Job, responses=_ERRORS, openapi_extra=_request_body_schema())
-def generate(
+@router.post(
+    "/generate",
+    status_code=202,
+    response_model=Job,
+    responses={200: {"model": Job, "description": "With `Prefer: wait`: the job ended in time."}, **_ERRORS},
+    openapi_extra=_request_body_schema(),
+)
+async def generate(
     body: Annotated[GenerateRequest, Depends(generate_request)],
+    request: Request,
     response: Response,
     redis: RedisDep,
     store: JobStoreDep,
     settings: SettingsDep,
+    results: ResultsDep,
     caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Job:
+    prefer: Annotated[
+        list[str] | None,
+        Header(
+            description="`wait` or `wait=N` (seconds): hold the request until the job ends, at most N seconds and "
+            "`IMAGEGEN_MAX_PREFER_WAIT_SECONDS`; honoured waits are echoed in `Preference-Applied`."
+        ),
+    ] = None,
+    response_format: Annotated[
+        Literal["url", "b64_json"],
+        Query(description="`b64_json`: a job that succeeded within `Prefer: wait` carries its images in `images_b64`."),
+    ] = "url",
+) -> Response:
     """Queue a job (text-to-image, img2img with `init_image`, or inpainting with `image` and `mask_image`); answers at
-    once with the job, its id and `Location`."""
-    job, replayed = submit(body, redis, store, settings, caller, idempotency_key)
+    once with the job, its id and `Location` (202), or with `Prefer: wait` when the job ends within the wait (200)."""
+    shards = get_shards(request)
+    job, replayed = await run_in_threadpool(
+        submit, body, redis, store, settings, caller, idempotency_key, results, shards
+    )
     response.headers["Location"] = f"/jobs/{job.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return job
+    wait = wait_preference(prefer or (), settings.max_prefer_wait_seconds)
+    if wait is None:
+        return _job_response(results.present(job), response)  # a replayed job may have succeeded already
+    response.headers["Preference-Applied"] = f"wait={wait}"
+    if not job.status.is_terminal():  # a replayed job may have ended already
+        outcome = await wait_for_end(async_redis_for_job(request, job.id), job.id, request.receive, wait)
+        if outcome is WaitOutcome.CLIENT_GONE:
+            return _job_response(job, response)  # nobody reads it; the job was accepted and runs on, as without a wait
+    current = await run_in_threadpool(job_store_for(request, job.id).get, job.id) or job
+    if not current.status.is_terminal():
+        return _job_response(current, response)  # still queued or running: 202, followed as without the wait
+    response.status_code = 200
+    if response_format == "b64_json" and current.status is JobStatus.SUCCEEDED:
+        images = await run_in_threadpool(lambda: [results.image(current, i) for i in range(len(current.images))])
+        current = current.model_copy(
+            update={"images_b64": [base64.b64encode(image or b"").decode() for image in images]}
+        )
+    return _job_response(results.present(current), response)
+
+
+def _job_response(job: Job, response: Response) -> Response:
+    """The job as the route's JSON answer, serialized once (FastAPI would first validate it again against the
+    `response_model`), with the status (202 unless set) and headers set on `response`."""
+    return Response(
+        job.model_dump_json(),
+        status_code=response.status_code or 202,
+        headers=dict(response.headers),
+        media_type="application/json",
+    )

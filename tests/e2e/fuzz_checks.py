@@ -1,5 +1,5 @@
 """A schemathesis check (loaded through `SCHEMATHESIS_HOOKS`): every 4xx/5xx body has the documented error shape of
-its route, OpenAI's on `/v1/...` and the API's own everywhere else."""
+its route, OpenAI's on `/v1/...`, AUTOMATIC1111's on `/sdapi/v1/...` and the API's own everywhere else."""
 
 from __future__ import annotations
 
@@ -10,10 +10,20 @@ import schemathesis
 
 OPENAI_KEYS = {"message", "type", "param", "code"}
 OUR_KEYS = {"code", "message", "details"}
+A1111_KEYS = {"error", "detail", "body", "errors"}
 
 
 def shape_problem(path: str, body: Any) -> str | None:
     """What is wrong with an error body answered on `path`, or None when it has its route's shape."""
+    if path.startswith("/sdapi/v1/"):
+        if not isinstance(body, dict) or set(body) != A1111_KEYS:
+            return f"A1111's error keys are {sorted(A1111_KEYS)}, got {body!r:.200}"
+        if not (isinstance(body["error"], str) and isinstance(body["detail"], str) and body["detail"]):
+            return "error and detail must be strings"
+        errors = body["errors"]
+        if not (isinstance(errors, list) and errors and all(isinstance(e, dict) and e.get("message") for e in errors)):
+            return "errors must be a non-empty list of objects with a message"
+        return None
     error = body.get("error") if isinstance(body, dict) and set(body) == {"error"} else None
     if not isinstance(error, dict):
         return 'not {"error": {...}}'

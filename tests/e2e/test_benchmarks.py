@@ -35,7 +35,16 @@ def test_service_overhead_benchmark(tmp_path: Path, cache_dir: Path) -> None:
     assert result["bare_rps"] > 0 and result["generate_rps"] > 0
     assert result["overhead_ms_1_client"]["p50"] <= result["overhead_ms_1_client"]["p99"]
     assert result["redis_commands_per_job"] > 0
-    assert stdout.count("verdict: ") == 3
+    by_command = result["redis_commands_per_job_by_command"]
+    assert by_command["blmove"] > 0 and "info" not in by_command  # the dequeue is counted, the bench's own reads not
+    assert result["api_cpu_seconds_per_1000_polls"]["queued"] > 0 and result["bare_cpu_seconds_per_1000_gets"] > 0
+    assert stdout.count("verdict: ") == 5
+
+
+def test_polling_benchmark_quick(tmp_path: Path, cache_dir: Path) -> None:
+    stdout, result = _run(tmp_path, cache_dir, "bench.polling", "--quick")
+    assert result["waited_images_per_second"] > 0 and result["polled_images_per_second"] > 0
+    assert stdout.count("verdict: ") == 1
 
 
 def test_pipeline_benchmark_on_cpu(tmp_path: Path, cache_dir: Path) -> None:
@@ -81,3 +90,13 @@ def test_memory_benchmark(tmp_path: Path, cache_dir: Path, jobs: int) -> None:
     _, result = _run(tmp_path, cache_dir, "bench.memory", "--jobs", str(jobs))
     assert result["samples"][-1]["jobs"] == jobs
     assert all(sample["worker_rss_mib"] > 0 for sample in result["samples"])
+
+
+def test_fleet_benchmark_quick(tmp_path: Path, cache_dir: Path) -> None:
+    stdout, result = _run(tmp_path, cache_dir, "bench.fleet", "--quick")
+    [row] = result["rows"]
+    # Every job the clients got a 202 for ran once and ended: the runtime of 20 threaded workers lost none.
+    assert row["accepted"] > 0 and row["statuses"] == {"succeeded": row["accepted"]}
+    assert row["lost"] == 0 and row["done_twice"] == 0
+    assert row["jobs_per_second"] > 0 and row["redis_cpu_ms_per_job"] > 0 and row["redis_commands_per_job"] > 0
+    assert stdout.count("verdict: ") == 3

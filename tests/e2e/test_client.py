@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
 from client import AsyncImagegenClient, ImagegenClient, ImagegenError, JobFailedError
 from core.events import PreviewEvent, QueuedEvent, StartedEvent, StepEvent, SucceededEvent
 from core.schemas import GenerateRequest, JobStatus, Sampler
+from launcher.main import main
 from service.auth import hash_key
 from tests.e2e.conftest import stack_env, started_stack
 from tests.e2e.processes import Stack
@@ -106,6 +110,39 @@ def test_generate_returns_images_or_raises_job_failed(client: ImagegenClient) ->
     assert (unknown_model.value.status, unknown_model.value.code) == (422, "invalid_request")
 
 
+def test_submit_with_wait_lists_jobs_and_the_jobs_command(
+    stack: Stack, client: ImagegenClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = client.submit(SMALL.model_copy(update={"seed": 5}), wait=25)  # `Prefer: wait`: answered once it ended
+    assert done.status is JobStatus.SUCCEEDED and len(done.images) == 1
+    # Inline images straight from the worker's result, as the raw answer carries them.
+    answer = httpx.post(
+        f"{stack.url}/generate?response_format=b64_json",
+        json=SMALL.model_dump(mode="json", exclude_unset=True),
+        headers={"Authorization": f"Bearer {KEY}", "Prefer": "wait=25"},
+        timeout=30,
+    )
+    assert (answer.status_code, answer.headers["preference-applied"]) == (200, "wait=25")
+    (inline,) = answer.json()["images_b64"]
+    assert Image.open(io.BytesIO(base64.b64decode(inline))).size == (64, 64)
+
+    newest = client.list_jobs(limit=1)
+    assert [job.id for job in newest.jobs] == [answer.json()["id"]] and newest.next_cursor
+    older = client.list_jobs(limit=100, cursor=newest.next_cursor)
+    assert older.jobs[0].id == done.id and answer.json()["id"] not in {job.id for job in older.jobs}
+    assert all(job.status is JobStatus.SUCCEEDED for job in client.list_jobs(status=JobStatus.SUCCEEDED).jobs)
+
+    assert main(["jobs", "--url", stack.url, "--api-key", KEY, "--status", "succeeded", "--limit", "1"]) == 0
+    printed = capsys.readouterr()
+    assert [line.split()[:2] for line in printed.out.splitlines()] == [[answer.json()["id"], "succeeded"]]
+    assert printed.err.startswith("more: imagegen jobs --status succeeded --limit 1 --cursor ")
+    next_page = shlex.split(printed.err.removeprefix("more: imagegen "))
+    assert main([*next_page, "--url", stack.url, "--api-key", KEY]) == 0  # the command it printed, as printed
+    assert capsys.readouterr().out.split()[:2] == [done.id, "succeeded"]
+    assert main(["jobs", "--url", stack.url, "--limit", "2"]) == 1  # no key: the API's 401, said in one line
+    assert capsys.readouterr().err.startswith("error: unauthorized: ")
+
+
 def test_async_client_flow(stack: Stack) -> None:
     async def flow() -> None:
         async with AsyncImagegenClient(stack.url, api_key=KEY) as client:
@@ -117,6 +154,7 @@ def test_async_client_flow(stack: Stack) -> None:
             assert done.seed == 99
             (png,) = await client.images(done)
             assert Image.open(io.BytesIO(png)).size == (64, 64)
+            assert (await client.list_jobs(limit=1)).jobs[0].id == job.id
 
             long = await client.submit(LONG)
             canceled = await client.cancel(long.id)  # still queued or just started: either way it ends canceled

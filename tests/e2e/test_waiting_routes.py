@@ -1,4 +1,5 @@
-"""Routes that answer when a job ends wait without holding a server thread, and give up their job when nobody waits.
+"""Routes that answer when a job ends wait without holding a server thread; the OpenAI route gives up its job when
+nobody waits any more, `POST /generate` with `Prefer: wait` keeps it (it was accepted, as without the wait).
 
 The real `imagegen api` process, no worker: every job stays queued, so each synchronous request waits for as long as
 it (or its client) allows.
@@ -121,3 +122,49 @@ def test_openai_request_without_size_gets_the_models_default_size(api: str, redi
     request = GenerateRequest.model_validate_json(redis_client.hget(records[0], "request"))
     defaults = next(m["defaults"] for m in httpx.get(f"{api}/models").json() if m["name"] == "tiny")
     assert (request.width, request.height) == (defaults["width"], defaults["height"])
+
+
+PREFER_WAIT_SECONDS = 15
+
+
+async def _drive_prefer_wait(url: str) -> dict[str, Any]:
+    """60 clients submit with `Prefer: wait` (no worker: every job stays queued) and 10 more leave after 2 s; once all
+    are queued, a plain submission, which needs a pool thread, is answered while they all still wait."""
+    seen: dict[str, Any] = {}
+    body = {"prompt": "a red circle on a blue background", "width": 64, "height": 64}
+    redis = Redis.from_url(TEST_REDIS_URL)
+    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=WAITING_CLIENTS + 10)) as http:
+        headers = {"Prefer": f"wait={PREFER_WAIT_SECONDS}"}
+        waiters = [
+            asyncio.ensure_future(http.post("/generate", json=body, headers=headers, timeout=PREFER_WAIT_SECONDS + 30))
+            for _ in range(WAITING_CLIENTS)
+        ]
+        leave = httpx.Timeout(5, read=LEAVE_AFTER_SECONDS)
+        leavers = [
+            asyncio.ensure_future(http.post("/generate", json=body, headers=headers, timeout=leave)) for _ in range(10)
+        ]
+        queue = model_queue(redis, "tiny")
+        await asyncio.to_thread(wait_until, lambda: queue.count >= WAITING_CLIENTS + 10, 30, "every waiting job queued")
+        plain = await http.post("/generate", json=body, timeout=PREFER_WAIT_SECONDS + 30)
+        seen["plain"] = plain.status_code
+        seen["waiters_answered_before_plain"] = sum(task.done() for task in waiters)
+        seen["waiters"] = await asyncio.gather(*waiters)
+        seen["statuses"] = _statuses(redis, [response.json()["id"] for response in seen["waiters"]])
+        seen["leavers"] = await asyncio.gather(*leavers, return_exceptions=True)
+        seen["queued"] = _statuses(redis, queue.job_ids)  # the leavers' jobs among them
+    redis.close()
+    return seen
+
+
+@pytest.mark.slow  # each waiting request is held for the whole wait
+def test_prefer_wait_holds_no_thread_and_keeps_its_jobs(api: str, redis_client: Redis) -> None:
+    seen = asyncio.run(_drive_prefer_wait(api))
+    # More waiting requests than the thread pool has threads, and a submission still goes through before any of them
+    # is answered: a wait that held a thread would have left none for it (nor for the last 20 waiters' submissions).
+    assert seen["plain"] == 202
+    assert seen["waiters_answered_before_plain"] == 0
+    assert {response.status_code for response in seen["waiters"]} == {202}
+    assert {response.headers["preference-applied"] for response in seen["waiters"]} == {f"wait={PREFER_WAIT_SECONDS}"}
+    assert seen["statuses"] == ["queued"] * WAITING_CLIENTS  # not done in time, and kept: no one cancels them
+    assert all(isinstance(leaver, httpx.ReadTimeout) for leaver in seen["leavers"])
+    assert seen["queued"] == ["queued"] * (WAITING_CLIENTS + 10 + 1)  # those who left keep their jobs too

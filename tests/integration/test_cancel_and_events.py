@@ -8,12 +8,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from redis import Redis
-from rq import Queue as RqQueue
 
 from core import keys
 from core.event_stream import read_events
 from core.jobs import CancelOutcome, JobStore, StepSignal
-from core.queueing import model_queue
+from core.queueing import IdQueue, model_queue
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
 from core.speed import record_speed
@@ -41,7 +40,7 @@ def test_cancel_queued_leaves_the_queue_and_never_starts(store: JobStore, redis_
     _queue(store, redis_client, "a")
     _queue(store, redis_client, "b")
     _queue(store, redis_client, "c")
-    RqQueue.dequeue_any([model_queue(redis_client, "tiny").rq], None, connection=redis_client)  # a worker takes "a"
+    IdQueue.dequeue_any([model_queue(redis_client, "tiny").rq], None, connection=redis_client)  # a worker takes "a"
     assert store.cancel("a") is CancelOutcome.CANCELED  # ... and a cancel comes before its claim
     assert store.cancel("c") is CancelOutcome.CANCELED
     assert model_queue(redis_client, "tiny").job_ids == ["b"]

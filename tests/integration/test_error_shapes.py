@@ -221,7 +221,13 @@ def test_the_openapi_document_says_each_routes_error_shape(client: TestClient) -
             for status, response in operation["responses"].items():
                 if status[0] in "45" and not (path == "/readyz" and status == "503"):
                     ref = response["content"]["application/json"]["schema"]["$ref"]
-                    wanted = "OpenAIErrorResponse" if path.startswith("/v1/") else "ErrorResponse"
+                    wanted = (
+                        "OpenAIErrorResponse"
+                        if path.startswith("/v1/")
+                        else "A1111ErrorResponse"
+                        if path.startswith("/sdapi/v1/")
+                        else "ErrorResponse"
+                    )
                     assert ref.endswith("/" + wanted), (method, path, status, ref)
     assert {"413", "415", "422"} <= set(document["paths"][OPENAI]["post"]["responses"])
 

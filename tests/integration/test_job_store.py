@@ -11,8 +11,10 @@ from core.schemas import GenerateRequest, JobStatus
 
 # Shared indexes without a TTL: their members leave with their jobs (status scripts, the recovery sweep, a claim),
 # the webhook delivery stream and its retry set are drained by the deliverer, and RQ's queue list and registry of
-# queues hold ids and names only.
+# queues hold ids and names only. The listing indexes (`GET /jobs`) are trimmed by age at every submission, expire
+# when none comes, and lose an expired job's id when a listing meets it (tests/integration/test_job_listing.py).
 INDEXES = {
+    keys.all_jobs_key(),
     "rq:queue:imagegen.tiny",
     "rq:queues",
     keys.running_jobs_key(),
@@ -109,3 +111,20 @@ def test_a_stale_run_can_no_longer_write(redis_client: Redis, store: JobStore) -
     assert store.get_image("job3", 0) == b"fresh"
     events = [entry.type for entry in read_events(redis_client, "job3")]
     assert events.count("succeeded") == 1 and events.count("started") == 2
+
+
+def test_ttls_are_set_at_creation_after_a_requeue_and_at_the_end(redis_client: Redis, store: JobStore) -> None:
+    store.create("ttl", "tiny", GenerateRequest(prompt="x", seed=1))
+    job_key, events_key = keys.job_key("ttl"), keys.job_events_key("ttl")
+    created = store.queue_ttl + store.job_timeout + store.result_ttl
+    running = store.job_timeout + store.result_ttl
+    assert created - 5 < redis_client.ttl(job_key) <= created and redis_client.ttl(events_key) <= created
+    first = store.claim("ttl", "w1", 3)
+    assert first.attempt == 1 and redis_client.hget(job_key, "batch_size") is None
+    assert redis_client.ttl(job_key) > running  # a first claim keeps the creation's TTL: it covers the run
+    assert store.requeue("ttl", "w1", 2, "worker lost")
+    assert store.claim("ttl", "w2", 3, batch_size=1).attempt == 2
+    assert running - 5 < redis_client.ttl(job_key) <= running and redis_client.ttl(events_key) <= running
+    assert store.get("ttl").batch_size == 1  # recorded with the claim
+    assert store.mark_succeeded("ttl", [b"png"], attempt=2)
+    assert redis_client.ttl(job_key) <= store.result_ttl and redis_client.ttl(events_key) <= store.result_ttl

@@ -3,6 +3,7 @@ take its defaults for what they leave out, and a model without a live worker ans
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from core import keys
 from core.catalog import ModelsFileError, model_entries, served_entry, with_served_model
 from core.queueing import model_queue
 from core.schemas import Sampler, WorkerInfo
 from core.settings import Settings
-from core.workers import publish_worker
+from core.workers import model_workers, publish_worker, remove_worker, serves
 from service.app import create_app
 
 MODELS_TOML = """
@@ -187,3 +189,28 @@ def _tiny_png() -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_whether_a_model_is_served_is_read_without_every_worker_record(redis_client: Redis) -> None:
+    """A submission asks `serves(model)` (one sorted-set read and one EXISTS), not every worker's record."""
+    now = datetime.now(UTC)
+
+    def beat(worker_id: str, model: str) -> None:
+        info = WorkerInfo(
+            id=worker_id, model=model, source=model, samplers=[Sampler.EULER], device="cpu", dtype="float32",
+            state="ready", started_at=now, heartbeat_at=now,
+        )  # fmt: skip
+        publish_worker(redis_client, info, heartbeat_seconds=5)
+
+    beat("a1", "alpha")
+    beat("b1", "beta")
+    assert serves(redis_client, "alpha") and serves(redis_client, "beta") and not serves(redis_client, "gamma")
+    assert [worker.id for worker in model_workers(redis_client, "alpha")] == ["a1"]
+    remove_worker(redis_client, "a1", "alpha")  # a worker that stops leaves its model's set
+    assert not serves(redis_client, "alpha") and model_workers(redis_client, "alpha") == []
+    redis_client.delete(keys.worker_key("b1"))  # a record gone without its model's set knowing: read them all
+    assert not serves(redis_client, "beta")
+    beat("b2", "beta")
+    assert serves(redis_client, "beta")
+    redis_client.zadd(keys.model_workers_key("beta"), {"b1": time.time() - 1, "b2": time.time() - 1})
+    assert not serves(redis_client, "beta")  # both beats' time ran out (their records expire with it)

@@ -7,10 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
 from rq import Queue
-from rq.job import Job as RqJob
 
 from core.jobs import JobStore
-from core.queueing import GENERATE_TASK, JobQueue, model_queue, queue_depths
+from core.queueing import JobQueue, model_queue, queue_depths
 from core.recovery import give_back_stranded_jobs
 from core.schemas import GenerateRequest, JobStatus
 
@@ -18,21 +17,20 @@ from core.schemas import GenerateRequest, JobStatus
 def test_enqueue_peek_position_and_count(redis_client: Redis) -> None:
     queue = model_queue(redis_client, "tiny")
     for job_id in ("a", "b", "c"):
-        queue.enqueue(job_id, queue_ttl=60, job_timeout=60)
-    queue.enqueue("retried", queue_ttl=60, job_timeout=60, at_front=True)
+        queue.enqueue(job_id)
+    queue.enqueue("retried", at_front=True)
     assert queue.job_ids == ["retried", "a", "b", "c"]
     assert queue.peek(2) == ["retried", "a"]
     assert queue.peek(0) == []
     assert [queue.position(job_id) for job_id in ("retried", "c", "missing")] == [0, 3, None]
     assert queue.count == 4
     assert queue_depths(redis_client) == {"imagegen.tiny": 4}
-    # The RQ job names the task and carries nothing else: the request lives in the job record.
-    rq_job = RqJob.fetch("a", connection=redis_client, serializer=queue.rq.serializer)
-    assert rq_job.func_name == GENERATE_TASK
-    assert list(rq_job.args) == [] and rq_job.kwargs == {}
+    # The list carries the bare id, with no RQ job hash: the request lives in the job record. RQ still lists the queue.
+    assert not redis_client.exists("rq:job:a")
+    assert [listed.name for listed in Queue.all(connection=redis_client)] == ["imagegen.tiny"]
 
 
-def test_claim_has_one_winner_and_drops_the_rq_record(store: JobStore, redis_client: Redis) -> None:
+def test_claim_has_one_winner(store: JobStore, redis_client: Redis) -> None:
     queue = model_queue(redis_client, "tiny")
     for job_id in ("mate", "other"):
         store.create(job_id, "tiny", GenerateRequest(prompt="x", seed=1))
@@ -41,14 +39,12 @@ def test_claim_has_one_winner_and_drops_the_rq_record(store: JobStore, redis_cli
     assert [bool(c) for c in claims].count(True) == 1
     assert {c.outcome for c in claims if not c} == {"gone"}
     assert queue.job_ids == ["other"]
-    assert not redis_client.exists("rq:job:mate")
-    assert redis_client.exists("rq:job:other")
     assert store.get("mate").status is JobStatus.RUNNING and store.get("mate").attempts == 1
 
 
 def _dequeue(queue: JobQueue) -> str:
     """RQ's own dequeue, as the worker's queue loop runs it: the head moves to RQ's intermediate list."""
-    job, _ = Queue.dequeue_any([queue.rq], None, connection=queue.redis)
+    job, _ = queue.rq.dequeue_any([queue.rq], None, connection=queue.redis)
     return job.id
 
 
@@ -101,7 +97,7 @@ def test_a_late_claim_loses_to_the_sweep_that_gave_the_job_back(store: JobStore,
 def test_remove_takes_a_job_out_wherever_it_is(redis_client: Redis) -> None:
     queue = model_queue(redis_client, "tiny")
     for job_id in ("a", "b", "c"):
-        queue.enqueue(job_id, queue_ttl=60, job_timeout=60)
+        queue.enqueue(job_id)
     queue.remove("b")
     queue.remove("not-there")
     assert queue.job_ids == ["a", "c"]

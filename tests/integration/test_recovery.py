@@ -11,7 +11,7 @@ from core import keys
 from core.event_stream import read_events
 from core.jobs import JobStore
 from core.queueing import model_queue
-from core.recovery import expire_overdue_jobs, reap_lost_jobs
+from core.recovery import expire_overdue_jobs, reap_lost_jobs, sweep_if_due
 from core.schemas import GenerateRequest, JobStatus, WorkerInfo
 from core.workers import publish_worker
 
@@ -130,3 +130,21 @@ def test_a_job_is_not_judged_lost_before_its_lease_runs_out(store: JobStore, red
         ("fresh", "requeued")
     ]
     assert store.get("fresh").attempts == 1
+
+
+def test_the_fleet_sweeps_once_a_beat_whichever_worker_takes_the_lock(store: JobStore, redis_client: Redis) -> None:
+    _queue(store, redis_client, "lost")
+    assert store.claim("lost", "ghost", 3)  # its worker died at once
+    # The first worker to beat sweeps (and re-queues the job); the others' beats in the same interval do not.
+    assert sweep_if_due(redis_client, store, 3, 0.0, interval_seconds=0.3, sweeper="w1")
+    assert store.get("lost").status is JobStatus.QUEUED
+    assert store.claim("lost", "ghost", 3)
+    assert not sweep_if_due(redis_client, store, 3, 0.0, interval_seconds=0.3, sweeper="w2")
+    assert store.get("lost").status is JobStatus.RUNNING  # not swept: w1 holds the beat
+    assert redis_client.get(keys.sweep_lock_key()) == b"w1"
+    # The lock lapses after the interval (w1 may have died): the next beat sweeps again.
+    deadline = time.monotonic() + 5
+    while not sweep_if_due(redis_client, store, 3, 0.0, interval_seconds=0.3, sweeper="w2"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert store.get("lost").status is JobStatus.QUEUED

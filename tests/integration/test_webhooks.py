@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 import service.webhooks
 from core import keys
 from core.event_stream import read_events
+from core.events import StepEvent
 from core.jobs import JobStore
 from core.schemas import GenerateRequest
 from core.settings import Settings
@@ -212,6 +213,28 @@ def test_only_subscribed_event_types_are_posted(
     assert started == ["job.queued", "job.started"]
     assert len(receiver.received) == 3
     assert receiver.bad_signatures == []
+
+
+def test_a_step_subscription_gets_the_steps_and_nothing_else(
+    store: JobStore, receiver: Receiver, deliverer: WebhookDeliverer
+) -> None:
+    request = GenerateRequest(prompt="a cat", seed=1, webhook_url=receiver.url("/steps"), webhook_events=["step"])
+    store.create("job-t", "tiny", request)
+    attempt = store.claim("job-t", "worker-a", total_steps=2).attempt
+    for step in (1, 2):
+        event = StepEvent(step=step, total=2, step_seconds=0.1, elapsed_seconds=0.1 * step, eta_seconds=0.0)
+        store.report_step("job-t", step, 2, eta_seconds=0.0, event=event, attempt=attempt)
+    assert store.mark_succeeded("job-t", [b"image"], attempt=attempt)
+
+    _drive(deliverer, lambda: len(receiver.received) >= 2)
+    deliverer.run_once(block_ms=100)  # the queued, started and succeeded events would arrive now
+
+    # Deliveries run on several threads, so they may arrive in either order.
+    assert sorted((p.payload["type"], p.payload["data"]["step"]) for p in receiver.at("/steps")) == [
+        ("job.step", 1),
+        ("job.step", 2),
+    ]
+    assert len(receiver.received) == 2
 
 
 def test_a_failing_receiver_is_retried_with_the_same_message_id(

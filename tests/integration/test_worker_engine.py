@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from redis import Redis
-from rq import Queue as RqQueue
 
 from core import keys
 from core.event_stream import read_events
 from core.jobs import JobStore
-from core.queueing import model_queue
+from core.queueing import IdQueue, model_queue
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
 from worker import metrics
@@ -52,7 +51,7 @@ def _queue_job(store: JobStore, job_id: str, **fields) -> dict:
 def _dequeue(store: JobStore, job_id: str) -> str:
     """What the worker's RQ loop does before it hands a job to the engine: move the queue's head to RQ's intermediate
     list (RQ's own dequeue)."""
-    job, _ = RqQueue.dequeue_any([model_queue(store.redis, "tiny").rq], None, connection=store.redis)
+    job, _ = IdQueue.dequeue_any([model_queue(store.redis, "tiny").rq], None, connection=store.redis)
     assert job.id == job_id
     return job_id
 

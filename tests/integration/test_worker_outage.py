@@ -10,10 +10,9 @@ import time
 
 import pytest
 from redis import Redis
-from rq import Queue
 
 from core.jobs import JobStore
-from core.queueing import model_queue
+from core.queueing import IdQueue, model_queue
 from core.recovery import reap_lost_jobs
 from core.schemas import GenerateRequest, JobStatus
 from core.settings import Settings
@@ -48,7 +47,7 @@ def _engine(loaded, port: int, settings: Settings) -> GenerationEngine:
 def _submit_and_dequeue(engine: GenerationEngine, job_id: str, steps: int) -> None:
     request = GenerateRequest(prompt="through an outage", width=256, height=256, steps=steps, seed=4)
     engine.store.create(job_id, "tiny", request)
-    job, _ = Queue.dequeue_any([model_queue(engine.store.redis, "tiny").rq], None, connection=engine.store.redis)
+    job, _ = IdQueue.dequeue_any([model_queue(engine.store.redis, "tiny").rq], None, connection=engine.store.redis)
     assert job.id == job_id
 
 

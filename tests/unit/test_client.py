@@ -229,3 +229,30 @@ def test_wait_times_out() -> None:
     )
     with pytest.raises(TimeoutError):
         client.wait(JOB_ID, timeout=0.05, poll_interval=0.01)
+
+
+def test_images_go_to_a_presigned_url_without_the_api_key() -> None:
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[str(request.url)] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"png")
+
+    job = Job.model_validate(
+        {
+            "id": "j1",
+            "status": "succeeded",
+            "model": "tiny",
+            "request": {"prompt": "x", "seed": 1},
+            "seed": 1,
+            "progress": {"step": 2, "total": 2},
+            "timings": {"created_at": "2026-01-01T00:00:00Z"},
+            "images": ["/jobs/j1/images/0", "https://bucket.s3.amazonaws.com/jobs/j1/a1/1.png?X-Amz-Signature=abc"],
+        }
+    )
+    with ImagegenClient("http://api.test", api_key="secret", transport=httpx.MockTransport(handler)) as client:
+        assert client.images(job) == [b"png", b"png"]
+    assert seen == {
+        "http://api.test/jobs/j1/images/0": "Bearer secret",  # the API's own path: with the key
+        "https://bucket.s3.amazonaws.com/jobs/j1/a1/1.png?X-Amz-Signature=abc": None,  # signed itself: without it
+    }

@@ -10,8 +10,8 @@ from core.catalog import ModelEntry
 from core.families import DEFAULT_FAMILY, DEFAULT_FIELDS, FAMILIES
 from core.schemas import GenerateRequest, JobStatus, LimitExceededError, Sampler, check_limits
 from core.settings import Settings
+from service.openai_compat import generate_request as openai_to_generate_request
 from service.routes.openai_images import ImagesGenerationRequest
-from service.routes.openai_images import _generate_request as openai_to_generate_request
 
 
 def test_image_seeds_are_consecutive_and_wrap() -> None:
@@ -127,5 +127,5 @@ def test_the_openai_request_refuses_what_generate_refuses() -> None:
         ImagesGenerationRequest(prompt="x", n=9)
     # Without a size (or with `auto`) the job takes its model's default size: width and height stay unset.
     for size in (None, "auto"):
-        request = openai_to_generate_request(ImagesGenerationRequest(prompt="x", size=size))
+        request = openai_to_generate_request(ImagesGenerationRequest(prompt="x", size=size), Settings())
         assert not {"width", "height"} & request.model_fields_set
