@@ -60,7 +60,7 @@ from service.waiting import WaitOutcome, wait_for_end
 router = APIRouter(
     prefix="/sdapi/v1",
     tags=["automatic1111"],
-    responses={status: {"model": A1111ErrorResponse} for status in (401, 413, 415, 422, 429, 499, 500, 503, 504)},
+    responses={status: {"model": A1111ErrorResponse} for status in (400, 401, 413, 415, 422, 429, 499, 500, 503, 504)},
 )
 
 # The routes that take a JSON body (the request guard refuses others with 415); interrupt and skip take none.

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import webuiapi
 from PIL import Image, ImageDraw
 from redis import Redis
 
@@ -21,7 +22,6 @@ from tests.conftest import TEST_REDIS_URL
 from tests.e2e.conftest import stack_env
 from tests.e2e.processes import Process, Stack, free_port, wait_until
 
-webuiapi = pytest.importorskip("webuiapi")
 pytestmark = pytest.mark.slow  # two worker processes; the other routes' field rules: tests/integration/test_a1111.py
 
 MODELS = """

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import webuiapi
 from fastapi.testclient import TestClient
 from PIL import Image, PngImagePlugin
 from redis import Redis
@@ -28,8 +29,6 @@ from service.app import create_app
 from service.auth import hash_key
 from tests.e2e.processes import wait_until
 from worker.encoding import a1111_parameters, encode_image
-
-webuiapi = pytest.importorskip("webuiapi")
 
 MODELS = """
 [models.circles]
