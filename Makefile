@@ -40,7 +40,7 @@ test-tools:
 	  || echo "make test: no redis-sentinel or redis-server on PATH: the Sentinel failover tests will be skipped (apt-get install redis-server redis-sentinel)"
 
 test: setup redis lint test-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # No lint, no end-to-end processes, no `slow` or `gpu` tests: the loop to run while editing.
 test-fast: setup redis
