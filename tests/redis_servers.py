@@ -147,10 +147,12 @@ class RedisProcesses:
         self.processes[port].send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
+        """End every process (after the test: nothing of theirs is read again). SIGKILL, since a primary on SIGTERM
+        waits up to `shutdown-timeout` (10 s) for replicas that are stopping too."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
-                process.terminate()
+                process.kill()
         for process in self.processes.values():
             try:
                 process.wait(timeout=10)
