@@ -355,9 +355,9 @@ def train(out: Path, config: Config) -> Path:
 
 def build_t5_tokenizer():
     """A T5 tokenizer to which each vocabulary word is one token (other text: single characters), 16 tokens long."""
-    from worker.pipeline.tiny import _t5_tokenizer
+    from worker.pipeline.tiny import t5_tokenizer
 
-    return _t5_tokenizer(MAX_TOKENS, words=tuple(VOCABULARY))
+    return t5_tokenizer(MAX_TOKENS, words=tuple(VOCABULARY))
 
 
 def build_t5_encoder(tokenizer):

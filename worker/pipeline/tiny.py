@@ -179,7 +179,7 @@ FLUX_VAE_SCALING = {"scaling_factor": 0.3611, "shift_factor": 0.1159}
 SD3_VAE_SCALING = {"scaling_factor": 1.5305, "shift_factor": 0.0609}
 
 
-def _t5_tokenizer(max_length: int, words: tuple[str, ...] = ()) -> Any:
+def t5_tokenizer(max_length: int, words: tuple[str, ...] = ()) -> Any:
     """A T5 (unigram) tokenizer over single printable characters, built in code: it encodes any text offline;
     each of `words` (after a space or at the start) is one token (the demo-flow model's vocabulary)."""
     import string
@@ -266,7 +266,7 @@ def build_tiny_flux_pipeline(folder: Path) -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = _clip_tokenizer(Path(scratch))
-    tokenizer_2 = _t5_tokenizer(512)
+    tokenizer_2 = t5_tokenizer(512)
     torch.manual_seed(TINY_SEED)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -303,7 +303,7 @@ def build_tiny_sd3_pipeline(folder: Path) -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = _clip_tokenizer(Path(scratch))
-    tokenizer_3 = _t5_tokenizer(256)
+    tokenizer_3 = t5_tokenizer(256)
     torch.manual_seed(TINY_SEED)
     transformer = SD3Transformer2DModel(
         sample_size=32,
