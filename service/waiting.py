@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 
+from fastapi.concurrency import run_in_threadpool
 from redis.asyncio import Redis as AsyncRedis
 from starlette.types import Receive
 
 from core.event_stream import follow_events
+from core.jobs import JobStore
+from service.errors import ApiError
 
 
 class WaitOutcome(StrEnum):
@@ -47,3 +50,15 @@ async def wait_for_end(redis: AsyncRedis, job_id: str, receive: Receive, timeout
         ends.result()
         return WaitOutcome.ENDED
     return WaitOutcome.CLIENT_GONE if leaves in done else WaitOutcome.TIMED_OUT
+
+
+async def wait_or_cancel(redis: AsyncRedis, store: JobStore, job_id: str, receive: Receive, timeout: float) -> None:
+    """Wait for the job to end, for a route that answers with its result: when the client goes away (499) or the
+    time is up (504), nobody waits for the job any more, so it is canceled and the ApiError raised."""
+    outcome = await wait_for_end(redis, job_id, receive, timeout)
+    if outcome is WaitOutcome.ENDED:
+        return
+    await run_in_threadpool(store.cancel, job_id)
+    if outcome is WaitOutcome.CLIENT_GONE:
+        raise ApiError(499, f"the client went away; job {job_id} was canceled", code="client_closed_request")
+    raise ApiError(504, f"job {job_id} did not end within {timeout:g}s; it was canceled")

@@ -55,7 +55,7 @@ from service.errors import A1111ErrorResponse, ApiError
 from service.queue_view import with_queue_view
 from service.results import ResultImages
 from service.submission import known_models, submit
-from service.waiting import WaitOutcome, wait_for_end
+from service.waiting import wait_or_cancel
 
 router = APIRouter(
     prefix="/sdapi/v1",
@@ -259,12 +259,7 @@ async def _generate(
     job = await run_in_threadpool(_submit, body, redis, store, settings, caller, get_shards(request))
     store = job_store_for(request, job.id)  # the Redis of the job's model (queues sharded by model)
     timeout = store.job_queue_ttl(job.request) + settings.job_timeout_seconds + _WAIT_MARGIN_SECONDS
-    outcome = await wait_for_end(async_redis_for_job(request, job.id), job.id, request.receive, timeout)
-    if outcome is not WaitOutcome.ENDED:
-        await run_in_threadpool(store.cancel, job.id)  # nobody waits for it any more
-        if outcome is WaitOutcome.CLIENT_GONE:
-            raise ApiError(499, f"the client went away; job {job.id} was canceled", code="client_closed_request")
-        raise ApiError(504, f"job {job.id} did not end within {timeout}s; it was canceled")
+    await wait_or_cancel(async_redis_for_job(request, job.id), store, job.id, request.receive, timeout)
     return await run_in_threadpool(_finished, job.id, body, store, results)
 
 

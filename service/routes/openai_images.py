@@ -22,7 +22,7 @@ from service.deps import (
     get_shards,
     job_store_for,
 )
-from service.errors import ApiError, OpenAIErrorResponse
+from service.errors import OpenAIErrorResponse
 from service.metrics import SUBMITTED_JOB_STATE
 from service.openai_compat import (
     ImagesRequestFields,
@@ -35,7 +35,7 @@ from service.openai_compat import (
 from service.openai_edits import IMAGE_PARTS, MASK_PART, ImagesEditForm, edit_request, read_edit_form
 from service.openai_stream import StreamKind, image_events
 from service.results import ResultImages
-from service.waiting import WaitOutcome, wait_for_end
+from service.waiting import wait_or_cancel
 
 router = APIRouter(tags=["openai"])
 
@@ -90,12 +90,7 @@ async def _answer(
             path=request.url.path,
         )
         return EventSourceResponse(events, ping=settings.sse_ping_seconds)
-    outcome = await wait_for_end(job_redis, job.id, request.receive, timeout)
-    if outcome is not WaitOutcome.ENDED:
-        await run_in_threadpool(store.cancel, job.id)  # nobody waits for it any more
-        if outcome is WaitOutcome.CLIENT_GONE:
-            raise ApiError(499, f"the client went away; job {job.id} was canceled", code="client_closed_request")
-        raise ApiError(504, f"the images were not ready within {timeout:g}s (job {job.id})")
+    await wait_or_cancel(job_redis, store, job.id, request.receive, timeout)
     done = await run_in_threadpool(succeeded_job, store, job.id)
     return await run_in_threadpool(images_response, done, results, fields.response_format, str(request.base_url))
 

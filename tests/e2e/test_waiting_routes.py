@@ -108,7 +108,7 @@ def test_waiting_clients_hold_no_thread_and_their_jobs_end_with_them(api: str, r
     assert seen["after_leaving"].count("queued") == WAITING_CLIENTS // 2
     # The stayers got the server's 504, in the one error shape, and their jobs were canceled too.
     assert {response.status_code for response in seen["stayers"]} == {504}
-    assert all("not ready within" in response.json()["error"]["message"] for response in seen["stayers"])
+    assert all("did not end within" in response.json()["error"]["message"] for response in seen["stayers"])
     assert seen["final"] == ["canceled"] * WAITING_CLIENTS
     assert set(model_queue(redis_client, "tiny").job_ids).isdisjoint(seen["waiting_ids"])  # out of the queue too
 
