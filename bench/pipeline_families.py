@@ -177,13 +177,13 @@ def build_flux_dev(scratch: Path) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    from worker.pipeline.tiny import _t5_tokenizer
+    from worker.pipeline.tiny import t5_tokenizer
 
     tokenizer = _clip_tokenizer(scratch)
-    t5_tokenizer = _t5_tokenizer(512)
+    tokenizer_2 = t5_tokenizer(512)
     t5 = T5EncoderModel(
         T5Config(
-            vocab_size=len(t5_tokenizer),
+            vocab_size=len(tokenizer_2),
             d_model=4096,
             d_kv=64,
             d_ff=10240,
@@ -222,7 +222,7 @@ def build_flux_dev(scratch: Path) -> Any:
         text_encoder=_clip(tokenizer, 768, 12, 12, projection=False, act="quick_gelu"),
         tokenizer=tokenizer,
         text_encoder_2=t5,
-        tokenizer_2=t5_tokenizer,
+        tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
 
