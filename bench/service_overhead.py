@@ -38,7 +38,7 @@ import httpx
 from redis import Redis
 
 from bench.common import free_port, print_verdicts, wait_for
-from core.queueing import queue_list_key
+from core.queueing import model_queue
 
 BODY = {"prompt": "overhead", "width": 64, "height": 64, "steps": 1, "sampler": "euler", "guidance_scale": 1.0}
 BARE_APP = """
@@ -201,7 +201,7 @@ def main() -> None:
 
         # Polls of queued jobs (position and ETA), the first 256 of those just queued, then the bare endpoint's GET of
         # one such job's JSON, stored there.
-        queued_ids = [raw.decode() for raw in redis.lrange(queue_list_key("tiny"), 0, 255)]
+        queued_ids = model_queue(redis, "tiny").peek(256)
         queued_cpu = poll_cpu(api, processes[1].pid, queued_ids, args.clients, polls)
         sample = httpx.get(f"{api}/jobs/{queued_ids[0]}").json()
         httpx.put(f"{bare}/jobs/{queued_ids[0]}", json=sample).raise_for_status()

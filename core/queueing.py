@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Queue
@@ -144,6 +146,20 @@ def queue_list_key(model: str) -> str:
     """The Redis list of `model`'s queue (RQ's key for its name), for a reader on another client (the API's async one);
     the same as `JobQueue.key`."""
     return f"{Queue.redis_queue_namespace_prefix}{keys.queue_name(model)}"
+
+
+# The API's async reads of a queue (polls: `service/queue_view.py`), kept here with the sync `JobQueue`'s.
+
+
+async def queued_position(redis: AsyncRedis, model: str, job_id: str) -> int | None:
+    """`JobQueue.position` on an asyncio client: jobs ahead of `job_id` (0 = next), None when it is not queued."""
+    position = await redis.lpos(queue_list_key(model), job_id)
+    return None if position is None else int(position)
+
+
+def peek_into(pipeline: AsyncPipeline, model: str, count: int) -> None:
+    """Add to an asyncio pipeline the read of the first `count` ids of `model`'s queue (its reply: a list of bytes)."""
+    pipeline.lrange(queue_list_key(model), 0, count - 1)
 
 
 def model_queue(redis: Redis, model: str) -> JobQueue:

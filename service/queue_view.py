@@ -12,7 +12,7 @@ from redis.asyncio import Redis as AsyncRedis
 from core import keys
 from core.eta import estimate_queue_eta, job_work
 from core.jobs import JobStore
-from core.queueing import model_queue, queue_list_key
+from core.queueing import model_queue, peek_into, queued_position
 from core.schemas import GenerateRequest, Job
 from core.speed import unit_seconds
 from core.workers import live_workers
@@ -87,9 +87,8 @@ class QueueViews:
 
     async def with_queue_view(self, job: Job, redis: AsyncRedis) -> Job:
         """The queued `job` with `queue_position`, `start_eta_seconds` and `eta_seconds` filled in where known."""
-        position = await redis.lpos(queue_list_key(job.model), job.id)
         # None: a worker took it off the queue a moment ago and is about to mark it running: it is next.
-        position = 0 if position is None else int(position)
+        position = await queued_position(redis, job.model, job.id) or 0
         update: dict[str, object] = {"queue_position": position}
         state = await self.state(redis, job.model)
         eta = state.eta(job.id, position, job_work(job.request))
@@ -113,7 +112,7 @@ class QueueViews:
     async def _read(self, redis: AsyncRedis, model: str) -> QueueState:
         read_at = time.monotonic()
         pipe = redis.pipeline(transaction=False)
-        pipe.lrange(queue_list_key(model), 0, MAX_AHEAD_READ - 1)
+        peek_into(pipe, model, MAX_AHEAD_READ)
         pipe.smembers(keys.running_jobs_key())
         pipe.zcount(keys.model_workers_key(model), time.time(), "+inf")  # scored by when each worker's record lapses
         pipe.hget(keys.model_stats_key(model), "unit_seconds")
