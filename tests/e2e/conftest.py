@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from tests.conftest import TEST_REDIS_URL
-from tests.e2e.processes import Stack
+from tests.e2e.processes import Process, Stack, free_port, wait_until
 
 
 def stack_env(cache_dir: Path) -> dict[str, str]:
@@ -47,6 +47,26 @@ def started_stack(
         running.stop()
         redis.flushdb()
         redis.close()
+
+
+@contextmanager
+def two_model_stack(tmp: Path, cache_dir: Path, models_toml: str, **env: str) -> Iterator[tuple[Stack, Process]]:
+    """An API with two workers, of the models file's `circles` (worker-circles, the stack's own) and `squares`
+    (worker-squares, the second process), both live before it is yielded; `env` adds to both processes'."""
+    (tmp / "models.toml").write_text(models_toml)
+    env = {**stack_env(cache_dir), "IMAGEGEN_MODELS_FILE": str(tmp / "models.toml"), "IMAGEGEN_MODEL": "circles", **env}
+    with started_stack(tmp, env, {"IMAGEGEN_WORKER_ID": "worker-circles"}) as stack:
+        second_env = {"IMAGEGEN_MODEL": "squares", "IMAGEGEN_WORKER_ID": "worker-squares"}
+        second = Process(
+            ["worker"], {**env, **second_env, "IMAGEGEN_METRICS_PORT": str(free_port())}, tmp / "worker-squares.log"
+        )
+        try:
+            wait_until(
+                lambda: all(m["workers"] for m in stack.client.get("/models").json()), 120, "both workers", interval=0.2
+            )
+            yield stack, second
+        finally:
+            second.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,9 @@ import httpx
 import pytest
 import webuiapi
 from PIL import Image, ImageDraw
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
-from tests.e2e.processes import Process, Stack, free_port, wait_until
+from tests.e2e.conftest import two_model_stack
+from tests.e2e.processes import Stack, wait_until
 
 pytestmark = pytest.mark.slow  # two worker processes; the other routes' field rules: tests/integration/test_a1111.py
 
@@ -36,27 +34,8 @@ SMALL = {"width": 64, "height": 64, "steps": 3}
 
 @pytest.fixture(scope="module")
 def two_models(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("a1111")
-    (tmp / "models.toml").write_text(MODELS)
-    env = {**stack_env(cache_dir), "IMAGEGEN_MODELS_FILE": str(tmp / "models.toml"), "IMAGEGEN_MODEL": "circles"}
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    stack = Stack(tmp, env, {"IMAGEGEN_WORKER_ID": "worker-circles"})
-    second_env = {"IMAGEGEN_MODEL": "squares", "IMAGEGEN_WORKER_ID": "worker-squares"}
-    second = Process(
-        ["worker"], {**env, **second_env, "IMAGEGEN_METRICS_PORT": str(free_port())}, tmp / "worker-squares.log"
-    )
-    try:
-        stack.wait_ready()
-        wait_until(
-            lambda: all(m["workers"] for m in stack.client.get("/models").json()), 120, "both workers", interval=0.2
-        )
+    with two_model_stack(tmp_path_factory.mktemp("a1111"), cache_dir, MODELS) as (stack, _):
         yield stack
-    finally:
-        second.stop()
-        stack.stop()
-        redis.flushdb()
-        redis.close()
 
 
 def _api(stack: Stack) -> Any:

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
-from tests.conftest import TEST_REDIS_URL
-from tests.e2e.conftest import stack_env
-from tests.e2e.processes import Process, Stack, free_port, wait_until
+from tests.e2e.conftest import two_model_stack
+from tests.e2e.processes import Process, Stack, wait_until
 
 MODELS = """
 [models.circles]
@@ -31,31 +29,8 @@ height = 64
 @pytest.fixture(scope="module")
 def two_models(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Process]]:
     tmp = tmp_path_factory.mktemp("routing")
-    (tmp / "models.toml").write_text(MODELS)
-    env = {
-        **stack_env(cache_dir),
-        "IMAGEGEN_MODELS_FILE": str(tmp / "models.toml"),
-        "IMAGEGEN_MODEL": "circles",
-        "IMAGEGEN_QUEUE_WITHOUT_WORKERS": "false",
-    }
-    redis = Redis.from_url(TEST_REDIS_URL)
-    redis.flushdb()
-    stack = Stack(tmp, env, {"IMAGEGEN_WORKER_ID": "worker-circles"})
-    second_env = {"IMAGEGEN_MODEL": "squares", "IMAGEGEN_WORKER_ID": "worker-squares"}
-    second = Process(
-        ["worker"], {**env, **second_env, "IMAGEGEN_METRICS_PORT": str(free_port())}, tmp / "worker-squares.log"
-    )
-    try:
-        stack.wait_ready()
-        wait_until(
-            lambda: all(m["workers"] for m in stack.client.get("/models").json()), 120, "both workers", interval=0.2
-        )
-        yield stack, second
-    finally:
-        second.stop()
-        stack.stop()
-        redis.flushdb()
-        redis.close()
+    with two_model_stack(tmp, cache_dir, MODELS, IMAGEGEN_QUEUE_WITHOUT_WORKERS="false") as running:
+        yield running
 
 
 def test_each_model_is_served_by_its_own_worker(two_models: tuple[Stack, Process]) -> None:
