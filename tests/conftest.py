@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
 from redis import Redis
 
 from core.jobs import JobStore
 from core.settings import Settings
-from tests.redis_servers import RedisProcesses
+from tests.redis_servers import RedisProcesses, free_port
 from tests.s3_server import AWS_ENV, S3Server, running_s3_server
 
 # A real Redis; tests own this db index and flush it before and after each test that uses it.
@@ -84,3 +88,24 @@ def s3_settings(settings: Settings, s3_server: S3Server, monkeypatch: pytest.Mon
     return settings.model_copy(
         update={"result_store": f"s3://{s3_server.new_bucket()}/results", "s3_endpoint_url": s3_server.endpoint_url}
     )
+
+
+@contextmanager
+def api_server(settings: Settings) -> Iterator[str]:
+    """A real API server of `settings` on a free loopback port, in a thread of this process (for clients that need a
+    URL, not a TestClient); its base URL, and it stops afterwards."""
+    from service.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -7,16 +7,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import webuiapi
 from fastapi.testclient import TestClient
 from PIL import Image, PngImagePlugin
@@ -27,6 +24,7 @@ from core.jobs import JobStore
 from core.settings import Settings
 from service.app import create_app
 from service.auth import hash_key
+from tests.conftest import api_server
 from tests.e2e.processes import wait_until
 from worker.encoding import a1111_parameters, encode_image
 
@@ -55,28 +53,11 @@ def client(a1111_settings: Settings, redis_client: Redis) -> TestClient:
     return TestClient(create_app(a1111_settings), raise_server_exceptions=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def api_url(a1111_settings: Settings, redis_client: Redis) -> Iterator[str]:
     """A real API server on a free loopback port (in a thread of this process), for the `webuiapi` client."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(a1111_settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_server(a1111_settings) as url:
+        yield url
 
 
 def _current_job(store: JobStore, redis_client: Redis) -> Any:

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 from redis import Redis
@@ -28,6 +24,8 @@ from core.settings import Settings
 from service.app import create_app
 from service.auth import hash_key
 from service.errors import error_body
+from tests.conftest import api_server
+from tests.redis_servers import free_port
 
 BODY = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 2}
 OPENAI = "/v1/images/generations"
@@ -235,30 +233,15 @@ def test_the_openapi_document_says_each_routes_error_shape(client: TestClient) -
 # --- the CLI: one `error:` line and a non-zero exit, never a traceback ---
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def api_url(settings: Settings, redis_client: Redis) -> Iterator[str]:
     """A real API server on a free loopback port (in a thread of this process)."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_server(settings) as url:
+        yield url
 
 
 def test_cli_errors_are_one_line_and_a_nonzero_exit(api_url: str, tmp_path: Path) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cases = {
         "missing file": (["x", "--init-image", str(tmp_path / "missing.png"), "--url", closed], "--init-image: "),
         "unreachable": (["x", "--url", closed], "unavailable: cannot reach the API"),
