@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 
 from core import keys
@@ -36,7 +37,9 @@ def index_keys(owner: str | None) -> list[str]:
     return [keys.all_jobs_key(), *([keys.owner_jobs_key(owner)] if owner else [])]
 
 
-def add_to_index(pipe: Pipeline, job_id: str, owner: str | None, created_at: float, keep_seconds: int) -> None:
+def add_to_index(
+    pipe: Pipeline | AsyncPipeline, job_id: str, owner: str | None, created_at: float, keep_seconds: int
+) -> None:
     """Queue on `pipe` (the job's creating transaction) the job's entries in its indexes; at most once a
     `TRIM_EVERY_SECONDS` per index and process, also trim its entries older than `keep_seconds` (longer than any record
     lives) and expire it should it get no new job for that long (two commands a job fewer than doing it each time)."""

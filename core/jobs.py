@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from redis import Redis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
@@ -128,11 +129,12 @@ class JobStore:
         *,
         owner: str | None = None,
         inputs: dict[str, bytes] | None = None,
-        pipeline: Pipeline | None = None,
+        pipeline: Pipeline | AsyncPipeline | None = None,
     ) -> Job:
         """Write the record, input images and `queued` event of a new job and put it on its model's queue, in one
-        transaction (the caller's, when given: it must have started MULTI): a job exists only in its queue. They live
-        long enough to wait, run and be read."""
+        transaction (the caller's, when given: it must have started MULTI; an asyncio one, the API's, is only added
+        to here, and its caller awaits its `execute()`): a job exists only in its queue. They live long enough to wait,
+        run and be read."""
         if request.seed is None:
             raise ValueError("assign the seed before creating the job")
         now = _now()
@@ -456,12 +458,23 @@ class JobStore:
 
     # --- internals ------------------------------------------------------------------------------------------
 
-    def _add_event(self, pipe: Pipeline, job_id: str, event: AnyEvent, attempt: int | None = None) -> None:
-        self._append(
-            keys=[keys.job_key(job_id), keys.job_events_key(job_id), keys.webhook_deliveries_key()],
-            args=[self.events_max_len, job_id, event.type, event.model_dump_json(), "" if attempt is None else attempt],
-            client=pipe,
-        )
+    def _add_event(
+        self, pipe: Pipeline | AsyncPipeline, job_id: str, event: AnyEvent, attempt: int | None = None
+    ) -> None:
+        script_keys = [keys.job_key(job_id), keys.job_events_key(job_id), keys.webhook_deliveries_key()]
+        args: list[str | int] = [
+            self.events_max_len,
+            job_id,
+            event.type,
+            event.model_dump_json(),
+            "" if attempt is None else attempt,
+        ]
+        if isinstance(pipe, AsyncPipeline):
+            # What the sync `Script` does on a sync pipeline: the pipeline loads it, if missing, before its EXEC.
+            pipe.scripts.add(self._append)  # type: ignore[arg-type]  # it reads only `sha` and `script`
+            pipe.evalsha(self._append.sha, len(script_keys), *script_keys, *args)
+            return
+        self._append(keys=script_keys, args=args, client=pipe)
 
     def _run_transition(
         self,

@@ -62,7 +62,7 @@ class JobQueue:
         """The Redis list RQ keeps the queued ids in (what KEDA and the worker's RQ loop watch)."""
         return str(self.rq.key)
 
-    def enqueue(self, job_id: str, *, at_front: bool = False, pipeline: Pipeline | None = None) -> None:
+    def enqueue(self, job_id: str, *, at_front: bool = False, pipeline: Pipeline | AsyncPipeline | None = None) -> None:
         """Queue the job (at the front: a retried job): its id on RQ's list, and the queue in RQ's set of queues. No
         RQ job hash: the request and every deadline live in the job record (`core.jobs`), and `IdQueue` hands the
         worker's RQ loop the bare id."""
@@ -148,13 +148,19 @@ def queue_list_key(model: str) -> str:
     return f"{Queue.redis_queue_namespace_prefix}{keys.queue_name(model)}"
 
 
-# The API's async reads of a queue (polls: `service/queue_view.py`), kept here with the sync `JobQueue`'s.
+# The API's async reads of a queue (polls: `service/queue_view.py`; submissions: `service/submission.py`), kept here
+# with the sync `JobQueue`'s.
 
 
 async def queued_position(redis: AsyncRedis, model: str, job_id: str) -> int | None:
     """`JobQueue.position` on an asyncio client: jobs ahead of `job_id` (0 = next), None when it is not queued."""
     position = await redis.lpos(queue_list_key(model), job_id)
     return None if position is None else int(position)
+
+
+async def queued_count(redis: AsyncRedis, model: str) -> int:
+    """`JobQueue.count` on an asyncio client: the number of `model`'s jobs waiting (the API's submissions)."""
+    return int(await redis.llen(queue_list_key(model)))
 
 
 def peek_into(pipeline: AsyncPipeline, model: str, count: int) -> None:

@@ -6,8 +6,8 @@ sentinels for the current primary, a connection to a primary that died or was de
 host and port of `IMAGEGEN_REDIS_URL` are then unused; its db index, user name, password, TLS scheme and query
 options still apply to the primary.
 
-`execute_replicated` runs a transaction and then `WAIT`s, on the connection that wrote it, until enough replicas
-have acknowledged it (`IMAGEGEN_REDIS_MIN_REPLICAS`).
+`execute_replicated` runs a transaction (the API's submission, on the asyncio client) and then `WAIT`s, on the
+connection that wrote it, until enough replicas have acknowledged it (`IMAGEGEN_REDIS_MIN_REPLICAS`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-from redis.client import Pipeline
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.sentinel import Sentinel
 
@@ -77,47 +77,48 @@ def async_redis_client(settings: Settings, **options: Any) -> AsyncRedis:
     return client
 
 
-class _HeldPipeline(Pipeline):
-    """A transactional pipeline that keeps its connection after `execute()` until `release()`: `WAIT` counts the
-    replicas that acknowledged the writes of the connection it runs on, so it must run on the one that wrote."""
+class _HeldPipeline(AsyncPipeline):
+    """An asyncio transactional pipeline that keeps its connection after `execute()` until `release()`: `WAIT` counts
+    the replicas that acknowledged the writes of the connection it runs on, so it must run on the one that wrote."""
 
     holding = False
 
-    def reset(self) -> None:
+    async def reset(self) -> None:  # type: ignore[override]  # redis-py's own Pipeline.reset has this signature
         if not self.holding:
-            super().reset()  # hands the connection back to the pool
+            await super().reset()  # hands the connection back to the pool
             return
         held, self.connection = self.connection, None  # hidden from Pipeline.reset, which would hand it back
-        super().reset()
+        await super().reset()
         self.connection = held
 
-    def release(self) -> None:
+    async def release(self) -> None:
         self.holding = False
-        self.reset()
+        await self.reset()
 
 
-def replicated_transaction(redis: Redis) -> Pipeline:
-    """A transactional pipeline (as `redis.pipeline(transaction=True)`) for `execute_replicated`."""
+def replicated_transaction(redis: AsyncRedis) -> AsyncPipeline:
+    """A transactional pipeline of the asyncio client (as `redis.pipeline(transaction=True)`) for
+    `execute_replicated`."""
     return _HeldPipeline(redis.connection_pool, redis.response_callbacks, transaction=True, shard_hint=None)
 
 
-def execute_replicated(pipe: Pipeline, min_replicas: int, timeout_ms: int) -> tuple[list[Any], int | None]:
+async def execute_replicated(pipe: AsyncPipeline, min_replicas: int, timeout_ms: int) -> tuple[list[Any], int | None]:
     """Execute `pipe`, then, when `min_replicas` > 0, wait up to `timeout_ms` for that many replicas to acknowledge
     it. Returns the transaction's replies and the number of replicas that acknowledged it (None: not asked).
 
     The WAIT is not retried: a connection lost after EXEC leaves the transaction applied on the primary, and running
     it again would queue the job twice. The error goes up instead (the API answers 503)."""
     if min_replicas <= 0:
-        return pipe.execute(), None
+        return await pipe.execute(), None
     if not isinstance(pipe, _HeldPipeline):
         raise TypeError("execute_replicated needs a pipeline from replicated_transaction()")
     pipe.holding = True
     try:
-        replies = pipe.execute()
+        replies = await pipe.execute()
         connection = pipe.connection
         assert connection is not None  # held since execute(): the connection that ran the transaction
-        connection.send_command("WAIT", min_replicas, timeout_ms)
-        acknowledged = int(connection.read_response())
+        await connection.send_command("WAIT", min_replicas, timeout_ms)
+        acknowledged = int(await connection.read_response())
     finally:
-        pipe.release()
+        await pipe.release()
     return replies, acknowledged

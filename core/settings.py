@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -22,6 +23,35 @@ def sentinel_address(entry: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"a sentinel address is host:port, not {entry!r}")
     return host, int(port)
+
+
+class SentinelShard(NamedTuple):
+    """A shard named by a master of the sentinels of `IMAGEGEN_REDIS_SENTINELS`:
+    `sentinel://[user:password@]master[/db]` (`userinfo`: the URL's `user:password`, still percent-encoded; empty:
+    those of `IMAGEGEN_REDIS_URL`)."""
+
+    master: str
+    db: int
+    userinfo: str
+
+    def primary_url(self, redis_url: str) -> str:
+        """`redis_url` (its scheme, TLS and query options) with this shard's db, and its credentials when it has any:
+        with sentinels, a client takes only those from its URL (the primary's address comes from the sentinels)."""
+        parts = urlsplit(redis_url)
+        default_userinfo, _, host = parts.netloc.rpartition("@")
+        userinfo = self.userinfo or default_userinfo
+        return urlunsplit((parts.scheme, f"{userinfo}@{host}" if userinfo else host, f"/{self.db}", parts.query, ""))
+
+
+def sentinel_shard(url: str) -> SentinelShard | None:
+    """The Sentinel master a shard's `sentinel://` value names; None for a Redis URL; ValueError for a bad one."""
+    if not url.startswith("sentinel://"):
+        return None
+    userinfo, _, rest = url.removeprefix("sentinel://").rpartition("@")
+    master, _, db = rest.partition("/")
+    if not master or ":" in master or not (db == "" or db.isdigit()):
+        raise ValueError(f"a Sentinel shard is `sentinel://[user:password@]master-name[/db]`, not {url!r}")
+    return SentinelShard(master=master, db=int(db or 0), userinfo=userinfo)
 
 
 class Settings(BaseSettings):
@@ -55,7 +85,9 @@ class Settings(BaseSettings):
     redis_shards: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="models whose queues, jobs and workers live on a Redis primary of their own: "
-        "`model=redis://host:6379/0,...` (or a JSON object); other models use `IMAGEGEN_REDIS_URL`",
+        "`model=redis://host:6379/0,...` (or a JSON object); other models use `IMAGEGEN_REDIS_URL`. "
+        "`model=sentinel://master-name/0`: the primary that the sentinels of `IMAGEGEN_REDIS_SENTINELS` name for "
+        "that master (`sentinel://user:password@master-name/0` for credentials other than `IMAGEGEN_REDIS_URL`'s)",
     )
 
     model: str = Field(
@@ -261,9 +293,9 @@ class Settings(BaseSettings):
     max_waiting_requests: int = Field(
         default=1000,
         ge=1,
-        description="requests that may wait on Redis at once in one API process (event streams, `POST "
-        "/v1/images/...`, `POST /generate` with `Prefer: wait`), one Redis connection each; more wait for a "
-        "connection to free",
+        description="requests that may wait on Redis at once in one API process (submissions, polls, event streams, "
+        "`POST /v1/images/...`, `Prefer: wait`), one Redis connection each; more are answered 503 `overloaded` "
+        "with `Retry-After: 1`",
     )
     header_timeout_seconds: float = Field(
         default=10.0,
@@ -305,7 +337,8 @@ class Settings(BaseSettings):
     @field_validator("redis_shards", mode="before")
     @classmethod
     def _shard_map(cls, value: object) -> object:
-        """`sdxl=redis://a:6379/0,flux=redis://b:6379/0` or `{"sdxl": "redis://a:6379/0"}`, each a Redis URL."""
+        """`sdxl=redis://a:6379/0,flux=redis://b:6379/0` or `{"sdxl": "redis://a:6379/0"}`, each a Redis URL or a
+        Sentinel master, `sentinel://[user:password@]master-name[/db]`."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("{"):
@@ -317,9 +350,23 @@ class Settings(BaseSettings):
                 value = {model.strip(): url.strip() for model, _, url in pairs}
         if isinstance(value, dict):
             for model, url in value.items():
-                if not str(url).startswith(("redis://", "rediss://", "unix://")):
-                    raise ValueError(f"redis_shards: the Redis of model {model!r} is not a redis:// URL: {url!r}")
+                try:
+                    sentinel = sentinel_shard(str(url))
+                except ValueError as exc:
+                    raise ValueError(f"redis_shards: model {model!r}: {exc}") from exc
+                if sentinel is None and not str(url).startswith(("redis://", "rediss://", "unix://")):
+                    raise ValueError(
+                        f"redis_shards: the Redis of model {model!r} is not a redis:// or sentinel:// URL: {url!r}"
+                    )
         return value
+
+    @model_validator(mode="after")
+    def _sentinel_shards_have_sentinels(self) -> Settings:
+        """A `sentinel://` shard names a master of `IMAGEGEN_REDIS_SENTINELS`: refused without them."""
+        named = [model for model, url in self.redis_shards.items() if url.startswith("sentinel://")]
+        if named and not self.redis_sentinels:
+            raise ValueError(f"redis_shards: {', '.join(named)}: a sentinel:// shard needs IMAGEGEN_REDIS_SENTINELS")
+        return self
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod

@@ -2,13 +2,15 @@
 workers, and which one holds a given job.
 
 `IMAGEGEN_REDIS_SHARDS` maps models to Redis URLs; every other model, and what belongs to no model (idempotency
-keys), lives on `IMAGEGEN_REDIS_URL`. A worker talks only to its model's Redis; the API routes a submission by its
-model and a request about a job by the job's id: the id of a job of a sharded model starts with a tag of its model
-(`<tag>-<uuid>`), so finding its Redis costs no lookup, and a polling client loads only its job's shard. A job of an
-unsharded model keeps a plain id, on the default Redis.
+keys, the per-key rate counter), lives on `IMAGEGEN_REDIS_URL`. A worker talks only to its model's Redis; the API
+routes a submission by its model and a request about a job by the job's id: the id of a job of a sharded model starts
+with a tag of its model (`<tag>-<uuid>`), so finding its Redis costs no lookup, and a polling client loads only its
+job's shard. A job of an unsharded model keeps a plain id, on the default Redis. What spans the deployment (sweeps,
+metrics, the model lists, a key's active-job count) reads every Redis (`RedisShards.all`).
 
-A shard is a plain Redis URL (its own TLS and credentials in it); Sentinel (`IMAGEGEN_REDIS_SENTINELS`) applies to
-the default Redis only.
+A shard is a plain Redis URL (its own TLS and credentials in it), or `sentinel://[user:password@]master-name[/db]`:
+the primary that the sentinels of `IMAGEGEN_REDIS_SENTINELS` name for that master (Sentinel monitors several), with
+the TLS and query options of `IMAGEGEN_REDIS_URL`, and its credentials unless the shard gives its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from redis import Redis
 
 from core.redis_connection import redis_client
-from core.settings import Settings
+from core.settings import Settings, sentinel_shard
 
 Client = TypeVar("Client")
 
@@ -42,11 +44,21 @@ def new_job_id(settings: Settings, model: str) -> str:
 
 
 def shard_settings(settings: Settings, model: str) -> Settings:
-    """`settings` with `redis_url` the Redis of `model` (and no Sentinel, for a shard)."""
+    """`settings` with the Redis of `model`: a shard's URL (and no Sentinel), or its Sentinel master and db."""
     url = settings.redis_shards.get(model)
     if url is None:
         return settings
-    return settings.model_copy(update={"redis_url": url, "redis_sentinels": []})
+    sentinel = sentinel_shard(url)
+    if sentinel is None:
+        return settings.model_copy(update={"redis_url": url, "redis_sentinels": []})
+    return settings.model_copy(
+        update={"redis_url": sentinel.primary_url(settings.redis_url), "redis_sentinel_master": sentinel.master}
+    )
+
+
+def _address(settings: Settings) -> tuple[str, str | None]:
+    """What tells two Redis of the deployment apart: the URL, and the Sentinel master when sentinels name it."""
+    return settings.redis_url, settings.redis_sentinel_master if settings.redis_sentinels else None
 
 
 def redis_for_model(settings: Settings, model: str, **options: Any) -> Redis:
@@ -56,16 +68,21 @@ def redis_for_model(settings: Settings, model: str, **options: Any) -> Redis:
 
 class RedisShards(Generic[Client]):
     """One client per Redis of the deployment (sync or asyncio, as `make` builds them): the default one and each
-    distinct shard URL; picks the one of a model or of a job id."""
+    distinct shard (URL, or Sentinel master); picks the one of a model or of a job id."""
 
     def __init__(self, settings: Settings, make: Callable[[Settings], Client], default: Client | None = None) -> None:
         """`make` builds a client from settings; `default`: a client of `IMAGEGEN_REDIS_URL` made already."""
         self.settings = settings
         self.default: Client = default if default is not None else make(settings)
-        self._by_url: dict[str, Client] = {}
-        for model, url in settings.redis_shards.items():
-            if url != settings.redis_url and url not in self._by_url:
-                self._by_url[url] = make(shard_settings(settings, model))
+        self._by_model: dict[str, Client] = {}
+        by_address: dict[tuple[str, str | None], Client] = {_address(settings): self.default}
+        for model in settings.redis_shards:
+            shard = shard_settings(settings, model)
+            address = _address(shard)
+            if address not in by_address:
+                by_address[address] = make(shard)
+            self._by_model[model] = by_address[address]
+        self._others = list(by_address.values())[1:]  # the default is first
         self._models_by_tag: dict[str, str] = {}
         for model in settings.redis_shards:
             other = self._models_by_tag.setdefault(model_tag(model), model)
@@ -74,8 +91,7 @@ class RedisShards(Generic[Client]):
 
     def for_model(self, model: str) -> Client:
         """The client of the Redis that holds `model`'s queue, jobs and workers."""
-        url = self.settings.redis_shards.get(model)
-        return self._by_url.get(url, self.default) if url is not None else self.default
+        return self._by_model.get(model, self.default)
 
     def for_job(self, job_id: str) -> Client:
         """The client of the Redis that holds the job `job_id` (by the model tag its id starts with)."""
@@ -85,4 +101,4 @@ class RedisShards(Generic[Client]):
 
     def all(self) -> list[Client]:
         """Every Redis of the deployment once, the default first (for what spans them: sweeps, metrics, models)."""
-        return [self.default, *self._by_url.values()]
+        return [self.default, *self._others]

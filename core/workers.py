@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from core import keys
 from core.samplers import Sampler
@@ -38,15 +39,19 @@ def remove_worker(redis: Redis, worker_id: str, model: str | None = None) -> Non
     pipe.execute()
 
 
-def serves(redis: Redis, model: str) -> bool:
-    """Whether a live worker serves `model`: one sorted-set read and one EXISTS, not every worker's record (what each
-    submission asks: `bench/fleet.py` measured reading them all costing Redis ~1 µs per worker per job)."""
-    [first] = redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1) or [None]
+async def serves(redis: AsyncRedis, model: str) -> bool:
+    """Whether a live worker serves `model`: one sorted-set read and one EXISTS, not every worker's record (what a
+    submission asks, on the API's asyncio client: `bench/fleet.py` measured reading them all costing Redis ~1 µs per
+    worker per job)."""
+    [first] = await redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1) or [None]
     if first is None:
         return False
-    if redis.exists(keys.worker_key(first.decode())):
+    if await redis.exists(keys.worker_key(first.decode())):
         return True
-    return any(worker.model == model for worker in live_workers(redis))  # its record went early: read them all
+    # Its record went early: read them all (as `live_workers` does, without its pruning).
+    ids = await redis.smembers(keys.workers_key())
+    records = await redis.mget([keys.worker_key(raw.decode()) for raw in ids]) if ids else []
+    return any(WorkerInfo.model_validate_json(record).model == model for record in records if record is not None)
 
 
 def model_workers(redis: Redis, model: str) -> list[WorkerInfo]:

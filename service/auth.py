@@ -4,14 +4,16 @@ cap on queued + running jobs, both kept in Redis so every API replica agrees. Of
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from core import keys
 from core.schemas import Job
@@ -80,18 +82,25 @@ async def get_admin(caller: Annotated[Caller, Depends(get_caller)], settings: Se
     return caller
 
 
-def check_submission_quota(caller: Caller, redis: Redis, settings: Settings) -> None:
-    """429 (with Retry-After) when the caller's key is over its submission rate or its active-job cap."""
+async def check_submission_quota_async(caller: Caller, redis: Sequence[AsyncRedis], settings: Settings) -> None:
+    """429 (with Retry-After) when the caller's key is over its submission rate or its active-job cap. `redis`: every
+    Redis of the deployment, the default first (`RedisShards.all()`): the caps hold across shards, not per shard. The
+    rate counter (INCR in the minute's window) lives on the default Redis; the active jobs are the sum of the key's
+    set on every Redis (a job is in it on its own Redis, from its creation to its end: `core/jobs.py`), read at
+    once: without shards, one round trip."""
     if caller.key_id is None or caller.admin:
         return
     now = time.time()
     window = int(now // RATE_WINDOW_SECONDS)
     rate_key = keys.api_key_rate_key(caller.key_id, window)
-    pipe = redis.pipeline()
-    pipe.incr(rate_key)
-    pipe.expire(rate_key, RATE_WINDOW_SECONDS * 2)
-    pipe.scard(keys.api_key_active_jobs_key(caller.key_id))
-    count, _, active = pipe.execute()
+    pipes = [client.pipeline() for client in redis]
+    pipes[0].incr(rate_key)
+    pipes[0].expire(rate_key, RATE_WINDOW_SECONDS * 2)
+    for pipe in pipes:
+        pipe.scard(keys.api_key_active_jobs_key(caller.key_id))
+    replies = await asyncio.gather(*(pipe.execute() for pipe in pipes))
+    count = replies[0][0]
+    active = sum(int(reply[-1]) for reply in replies)
     if count > settings.rate_limit_per_minute:
         retry_after = int((window + 1) * RATE_WINDOW_SECONDS - now) + 1
         raise ApiError(

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -304,6 +305,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _http_error_response(request, exc)
+
+    @app.exception_handler(MaxConnectionsError)
+    async def too_many_waiting(request: Request, exc: MaxConnectionsError) -> JSONResponse:
+        # Not Redis down: this process holds as many Redis connections as it may (one per waiting request).
+        limit = request.app.state.settings.max_waiting_requests
+        log.warning("every Redis connection of this API process is in use (limit %d)", limit)
+        message = (
+            f"this API process is serving its limit of {limit} requests that wait on Redis "
+            "(IMAGEGEN_MAX_WAITING_REQUESTS); retry shortly"
+        )
+        return error_response(503, "overloaded", message, path=request.url.path, headers={"Retry-After": "1"})
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

@@ -16,18 +16,16 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
-from redis import Redis
 
 from core.catalog import entry_of, model_entries, served_entry
 from core.fields import NumImages, Prompt
 from core.jobs import JobStore
 from core.schemas import FieldError, GenerateRequest, Job, JobStatus, OutputFormat
 from core.settings import Settings
-from core.sharding import RedisShards
 from service.auth import Caller
 from service.errors import ApiError
 from service.results import ResultImages
-from service.submission import submit
+from service.submission import SubmissionClients, submit
 
 # OpenAI's own model names: they mean "this deployment's default model".
 OPENAI_MODEL_NAMES = frozenset({"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"})
@@ -156,18 +154,17 @@ def generate_request(fields: ImagesRequestFields, settings: Settings, **native: 
         raise RequestValidationError(as_params(exc.errors(include_url=False))) from exc
 
 
-def submit_openai(
+async def submit_openai(
     request: GenerateRequest,
-    redis: Redis,
+    clients: SubmissionClients,
     store: JobStore,
     settings: Settings,
     caller: Caller,
     results: ResultImages,
-    shards: RedisShards[Redis] | None = None,
 ) -> Job:
     """`submit` (validation, limits, keys, queue), with a refused field named as the OpenAI parameter that set it."""
     try:
-        return submit(request, redis, store, settings, caller, results=results, shards=shards)[0]
+        return (await submit(request, clients, store, settings, caller, results=results))[0]
     except FieldError as exc:
         if exc.field not in _PARAMS:
             raise

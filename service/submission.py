@@ -1,5 +1,10 @@
 """Accepting a request: pick its model, check limits and backpressure, fix its seed, record it and queue it
-atomically; an `Idempotency-Key` replays the job it first created."""
+atomically; an `Idempotency-Key` replays the job it first created.
+
+A submission runs on the event loop and waits on the API's asyncio Redis clients, holding no thread: under load, a
+thread of the pool is for what cannot wait without one. Its common path is two round trips (the key's quota, then the
+job's transaction); its rare ones (a full queue's predicted wait, the model list of an unknown model, the LoRA check,
+the upload of input images to a bucket) run their synchronous reads in a thread."""
 
 from __future__ import annotations
 
@@ -11,23 +16,28 @@ import secrets
 import time
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio.to_thread
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from core import keys
 from core.catalog import BUILTIN_MODELS, ModelEntry, entry_of, model_entries, served_entry
 from core.jobs import JobStore
-from core.queueing import model_queue
+from core.queueing import queued_count
 from core.redis_connection import execute_replicated, replicated_transaction
 from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_family_rules, check_limits
 from core.settings import Settings
 from core.sharding import RedisShards, new_job_id
 from core.workers import live_workers, model_workers, serves
-from service.auth import Caller, check_submission_quota
+from service.auth import Caller, check_submission_quota_async
+from service.deps import async_shards, get_shards
 from service.errors import ApiError
 from service.inputs import prepare_inputs
 from service.metrics import JOBS_SUBMITTED
@@ -49,11 +59,25 @@ SERVED_MEMORY_SECONDS = 1.0
 DEPTH_MEMORY_SECONDS = 0.5
 
 
+@dataclass(frozen=True)
+class SubmissionClients:
+    """The Redis clients of a submission, one per Redis of the deployment of each kind: the asyncio ones carry its
+    waits; the synchronous ones serve its rare reads, in a thread."""
+
+    sync: RedisShards[Redis]
+    aio: RedisShards[AsyncRedis]
+
+    @classmethod
+    def of(cls, request: Request) -> SubmissionClients:
+        """The app's clients, the asyncio ones of the running event loop (`service.deps.async_shards`)."""
+        return cls(get_shards(request), async_shards(request))
+
+
 @dataclass
 class _Seen:
     """What a submission read of a model on a client, when (monotonic clock), and the submissions counted since."""
 
-    client: weakref.ref[Redis]
+    client: weakref.ref[AsyncRedis]
     at: float
     value: int
     added: int = 0
@@ -63,29 +87,29 @@ _served: dict[tuple[int, str], _Seen] = {}
 _depths: dict[tuple[int, str], _Seen] = {}
 
 
-def _remembered(memory: dict[tuple[int, str], _Seen], redis: Redis, model: str, seconds: float) -> _Seen | None:
+def _remembered(memory: dict[tuple[int, str], _Seen], redis: AsyncRedis, model: str, seconds: float) -> _Seen | None:
     seen = memory.get((id(redis), model))
     if seen is None or seen.client() is not redis or time.monotonic() - seen.at >= seconds:
         return None
     return seen
 
 
-def _served_now(redis: Redis, model: str) -> bool:
+async def _served_now(redis: AsyncRedis, model: str) -> bool:
     if _remembered(_served, redis, model, SERVED_MEMORY_SECONDS) is not None:
         return True
-    served = serves(redis, model)
+    served = await serves(redis, model)
     if served:
         _served[(id(redis), model)] = _Seen(weakref.ref(redis), time.monotonic(), 1)
     return served
 
 
-def _queue_depth(redis: Redis, model: str, limit: int) -> int:
+async def _queue_depth(redis: AsyncRedis, model: str, limit: int) -> int:
     """The model's queue depth: remembered, or read live when stale or the estimate nears `limit`."""
     seen = _remembered(_depths, redis, model, DEPTH_MEMORY_SECONDS)
     if seen is not None and 2 * (seen.value + seen.added) < limit:
         seen.added += 1  # this submission, should it be accepted: a rejected one only makes the next read sooner
         return seen.value + seen.added - 1
-    depth = model_queue(redis, model).count
+    depth = await queued_count(redis, model)
     _depths[(id(redis), model)] = _Seen(weakref.ref(redis), time.monotonic(), depth, 1)
     return depth
 
@@ -97,17 +121,20 @@ def known_models(settings: Settings, workers: list[WorkerInfo], entries: dict[st
     return sorted({served_entry(settings, entries)[0]} | named | {worker.model for worker in workers})
 
 
-def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -> tuple[str, ModelEntry]:
+async def _resolve_model(
+    request: GenerateRequest, redis: Redis, aredis: AsyncRedis, settings: Settings
+) -> tuple[str, ModelEntry]:
     """The model a request goes to and its entry; 422 for an unknown one, 503 for one no live worker serves (unless
-    `queue_without_workers`). `redis`: the model's (its workers register there)."""
+    `queue_without_workers`). `redis`, `aredis`: the model's (its workers register there), sync and asyncio."""
     entries = model_entries(settings)
     model = request.model or served_entry(settings, entries)[0]
     configured = {*known_models(settings, [], entries), *settings.redis_shards}
     # Whether a worker serves it matters for a model not configured, or when jobs may not queue without workers: read
     # then only (not every worker's record: that read grows with the fleet, docs/scaling.md).
-    served = (model not in configured or not settings.queue_without_workers) and _served_now(redis, model)
+    served = (model not in configured or not settings.queue_without_workers) and await _served_now(aredis, model)
     if model not in configured and not served:
-        models = sorted({*configured, *known_models(settings, live_workers(redis), entries)})
+        workers = await anyio.to_thread.run_sync(live_workers, redis)  # a wrong name, rare: its listing in a thread
+        models = sorted({*configured, *known_models(settings, workers, entries)})
         raise ApiError(
             422,
             f"model: unknown model {model!r}; served models: {', '.join(models)}",
@@ -123,7 +150,7 @@ def _resolve_model(request: GenerateRequest, redis: Redis, settings: Settings) -
             headers={"Retry-After": str(NO_WORKER_RETRY_SECONDS)},
         )
     if request.loras:
-        _check_loras(request, model, model_workers(redis, model))
+        _check_loras(request, model, await anyio.to_thread.run_sync(model_workers, redis, model))
     entry = entry_of(settings, model, entries) or ModelEntry(source=model)
     return model, entry
 
@@ -191,12 +218,14 @@ def _check_webhook(request: GenerateRequest, settings: Settings, caller: Caller)
         raise ApiError(422, str(exc), code="invalid_request", details=[{"field": "webhook_url"}]) from exc
 
 
-def _check_backpressure(
-    request: GenerateRequest, model: str, redis: Redis, store: JobStore, settings: Settings
+async def _check_backpressure(
+    request: GenerateRequest, model: str, redis: Redis, aredis: AsyncRedis, store: JobStore, settings: Settings
 ) -> None:
-    depth = _queue_depth(redis, model, settings.max_queue_depth)
+    """429 when the model's queue is full, or when the job would start later than its `max_wait_seconds`; the
+    predicted wait (rare: a full queue, or a request that asks) reads on the sync client, in a thread."""
+    depth = await _queue_depth(aredis, model, settings.max_queue_depth)
     if depth >= settings.max_queue_depth:
-        eta = predict_wait(redis, store, model, request, 1)
+        eta = await anyio.to_thread.run_sync(predict_wait, redis, store, model, request, 1)
         retry_after = max(1, math.ceil(eta[0])) if eta else 5
         raise ApiError(
             429,
@@ -205,7 +234,7 @@ def _check_backpressure(
             headers={"Retry-After": str(retry_after)},
         )
     if request.max_wait_seconds is not None:
-        eta = predict_wait(redis, store, model, request, depth)
+        eta = await anyio.to_thread.run_sync(predict_wait, redis, store, model, request, depth)
         if eta is not None and eta[0] > request.max_wait_seconds:
             raise ApiError(
                 429,
@@ -220,44 +249,40 @@ def _body_hash(request: GenerateRequest) -> str:
     return hashlib.sha256(json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def _replay(
-    redis: Redis,
-    store: JobStore,
-    idem_key: str,
-    body_hash: str,
-    shards: RedisShards[Redis] | None = None,
-    settings: Settings | None = None,
-) -> Job | None:
-    """The job an earlier request with this key created (read on its own Redis, given `shards`); 409 when that
-    request had another body."""
-    value = redis.get(idem_key)
+async def _replay(redis: RedisShards[AsyncRedis], idem_key: str, body_hash: str) -> Job | None:
+    """The job an earlier request with this key created (the key on the default Redis, the job on its own); 409 when
+    that request had another body."""
+    value = await redis.default.get(idem_key)
     if value is None:
         return None
     job_id, first_hash = value.decode().split(" ", 1)
     if first_hash != body_hash:
         raise ApiError(409, "Idempotency-Key was already used with a different request body", code="conflict")
-    job_redis = shards.for_job(job_id) if shards is not None else store.redis
-    if job_redis is not store.redis and settings is not None:
-        store = JobStore.from_settings(job_redis, settings)
-    job = store.get(job_id)
-    if job is None:
+    raw = await redis.for_job(job_id).hgetall(keys.job_key(job_id))
+    if not raw:
         raise ApiError(409, f"Idempotency-Key: the job it created ({job_id}) has expired", code="conflict")
-    return job
+    return JobStore.job_from_record({k.decode(): v.decode() for k, v in raw.items()})
 
 
-def submit(
+async def _prepared(request: GenerateRequest, settings: Settings) -> tuple[GenerateRequest, dict[str, bytes]]:
+    """`prepare_inputs`: in a thread when the request carries images (decoding and checking them is CPU work that
+    would stall every other request on the loop)."""
+    prepare = partial(prepare_inputs, request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
+    return await anyio.to_thread.run_sync(prepare) if request.image_fields() else prepare()
+
+
+async def submit(
     request: GenerateRequest,
-    redis: Redis,
+    clients: SubmissionClients,
     store: JobStore,
     settings: Settings,
     caller: Caller,
     idempotency_key: str | None = None,
     results: ResultImages | None = None,
-    shards: RedisShards[Redis] | None = None,
 ) -> tuple[Job, bool]:
     """Validate `request` against this deployment and queue it; returns (job, replayed). Its input images go to
-    `results`' bucket when it has one (else into Redis with the record). With `shards` (queues sharded by model), the
-    job goes to its model's Redis; `redis` and `store` are the default Redis's (idempotency keys live there)."""
+    `results`' bucket when it has one (else into Redis with the record). The job goes to its model's Redis (queues
+    sharded by model: `clients`); `store` is the default Redis's, and idempotency keys live there."""
     idem_key = body_hash = None
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 255:
@@ -265,46 +290,47 @@ def submit(
         key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
         idem_key = keys.idempotency_key(caller.key_id or "anonymous", key_hash)
         body_hash = _body_hash(request)
-        replayed = _replay(redis, store, idem_key, body_hash, shards, settings)
+        replayed = await _replay(clients.aio, idem_key, body_hash)
         if replayed is not None:
             return replayed, True
 
     sent = set(request.model_fields_set)
-    request, inputs = prepare_inputs(request, max_pixels=settings.max_pixels, max_bytes=settings.max_input_image_bytes)
+    request, inputs = await _prepared(request, settings)
     _check_webhook(request, settings, caller)
-    default_redis = redis
     target = request.model or served_entry(settings, model_entries(settings))[0]
-    if shards is not None and target in settings.redis_shards:  # the model's Redis from here on
-        redis = shards.for_model(target)
+    redis, aredis = clients.sync.for_model(target), clients.aio.for_model(target)  # the model's Redis from here on
+    if redis is not store.redis:
         store = JobStore.from_settings(redis, settings)
-    model, entry = _resolve_model(request, redis, settings)
+    model, entry = await _resolve_model(request, redis, aredis, settings)
     if inputs:
         request = _fit_image_sides(request, sent, entry.rules.size_multiple)
     request = apply_model_defaults(request, model, entry)
     # The job as it will run (the model's defaults applied) keeps its family's rules and the deployment's limits.
     check_family_rules(request, entry.rules, family=entry.family.value, modes=entry.modes)
     check_limits(request, max_pixels=settings.max_pixels)
-    check_submission_quota(caller, redis, settings)
-    _check_backpressure(request, model, redis, store, settings)
+    await check_submission_quota_async(caller, clients.aio.all(), settings)
+    await _check_backpressure(request, model, redis, aredis, store, settings)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
     request = request.model_copy(update={"seed": seed})
 
     job_id = new_job_id(settings, model)  # a sharded model's ids name it: later requests find its Redis
     if idem_key is not None and body_hash is not None:
-        claimed = default_redis.set(idem_key, f"{job_id} {body_hash}", nx=True, ex=settings.idempotency_ttl_seconds)
+        claimed = await clients.aio.default.set(
+            idem_key, f"{job_id} {body_hash}", nx=True, ex=settings.idempotency_ttl_seconds
+        )
         if not claimed:  # a concurrent request with the same key won the race
-            replayed = _replay(default_redis, store, idem_key, body_hash, shards, settings)
+            replayed = await _replay(clients.aio, idem_key, body_hash)
             if replayed is not None:
                 return replayed, True
     if inputs and results is not None and not results.store.inline:
-        # Into the bucket first: the record that names them must not exist without them.
+        # Into the bucket first: the record that names them must not exist without them. boto3 blocks: in a thread.
         life = store.job_queue_ttl(request) + store.job_timeout + store.result_ttl
-        results.put_inputs(default_redis, job_id, inputs, life)
+        await anyio.to_thread.run_sync(results.put_inputs, clients.sync.default, job_id, inputs, life)
         inputs = {}
-    pipe = replicated_transaction(redis)  # a transaction that can WAIT for replicas on the connection that wrote it
+    pipe = replicated_transaction(aredis)  # a transaction that can WAIT for replicas on the connection that wrote it
     pipe.multi()  # explicit MULTI first: RQ's enqueue expects it when handed a pipeline that already has commands
     job = store.create(job_id, model, request, owner=caller.key_id, inputs=inputs, pipeline=pipe)  # record + queue
-    _, replicas = execute_replicated(pipe, settings.redis_min_replicas, settings.redis_replica_timeout_ms)
+    _, replicas = await execute_replicated(pipe, settings.redis_min_replicas, settings.redis_replica_timeout_ms)
     JOBS_SUBMITTED.labels(model).inc()
     if replicas is not None and replicas < settings.redis_min_replicas:
         raise _not_replicated(job, replicas, settings)

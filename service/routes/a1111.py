@@ -10,6 +10,7 @@ import io
 import json
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -48,13 +49,12 @@ from service.deps import (
     SettingsDep,
     ShardsDep,
     async_redis_for_job,
-    get_shards,
     job_store_for,
 )
 from service.errors import A1111ErrorResponse, ApiError
 from service.queue_view import with_queue_view
 from service.results import ResultImages
-from service.submission import known_models, submit
+from service.submission import SubmissionClients, known_models, submit
 from service.waiting import wait_or_cancel
 
 router = APIRouter(
@@ -132,27 +132,24 @@ def _known(redis: list[Redis], settings: Settings) -> tuple[list[str], dict[str,
     return known_models(settings, live_workers_of(redis), entries), entries
 
 
-def _submit(
-    body: A1111Request,
-    redis: Redis,
-    store: JobStore,
-    settings: Settings,
-    caller: Caller,
-    shards: RedisShards[Redis] | None = None,
+async def _submit(
+    body: A1111Request, clients: SubmissionClients, store: JobStore, settings: Settings, caller: Caller
 ) -> Job:
     """Map the A1111 body onto the model it picks (`override_settings`, else the caller's `options`, else the
-    default) and submit it as `POST /generate` would; remember it as the caller's current job."""
-    known, entries = _known(shards.all() if shards is not None else [redis], settings)
+    default) and submit it as `POST /generate` would; remember it as the caller's current job. Reading every live
+    worker's record (the models it may pick) runs in a thread; the rest waits on the asyncio clients."""
+    known, entries = await anyio.to_thread.run_sync(_known, clients.sync.all(), settings)
     picked = body.model_option()
     if picked is not None:
         model: str | None = _checkpoint(picked, known, f"override_settings.{MODEL_OPTION}")
     else:
-        model = _read(redis, keys.a1111_model_key(_owner(caller)))
+        chosen = await clients.aio.default.get(keys.a1111_model_key(_owner(caller)))
+        model = chosen.decode() if chosen is not None else None
     entry = entry_of(settings, model or served_entry(settings, entries)[0], entries)
     family = entry.family.value if entry is not None else DEFAULT_FAMILY.value
     request = to_generate_request(body, model, family)
     try:
-        job, _ = submit(request, redis, store, settings, caller, shards=shards)
+        job, _ = await submit(request, clients, store, settings, caller)
     except FieldError as exc:
         if exc.field not in A1111_FIELDS:
             raise
@@ -160,7 +157,7 @@ def _submit(
     except RequestValidationError as exc:
         raise RequestValidationError(as_a1111_errors(list(exc.errors()))) from exc
     lifetime = store.job_queue_ttl(job.request) + settings.job_timeout_seconds + settings.result_ttl_seconds
-    redis.set(keys.a1111_current_job_key(_owner(caller)), job.id, ex=lifetime)
+    await clients.aio.default.set(keys.a1111_current_job_key(_owner(caller)), job.id, ex=lifetime)
     return job
 
 
@@ -250,13 +247,12 @@ def _finished(job_id: str, body: A1111Request, store: JobStore, results: ResultI
 async def _generate(
     body: A1111Request,
     request: Request,
-    redis: Redis,
     store: JobStore,
     results: ResultImages,
     settings: Settings,
     caller: Caller,
 ) -> ImagesResponse:
-    job = await run_in_threadpool(_submit, body, redis, store, settings, caller, get_shards(request))
+    job = await _submit(body, SubmissionClients.of(request), store, settings, caller)
     store = job_store_for(request, job.id)  # the Redis of the job's model (queues sharded by model)
     timeout = store.job_queue_ttl(job.request) + settings.job_timeout_seconds + _WAIT_MARGIN_SECONDS
     await wait_or_cancel(async_redis_for_job(request, job.id), store, job.id, request.receive, timeout)
@@ -267,7 +263,6 @@ async def _generate(
 async def txt2img(
     body: Txt2ImgRequest,
     request: Request,
-    redis: RedisDep,
     store: JobStoreDep,
     results: ResultsDep,
     settings: SettingsDep,
@@ -275,21 +270,20 @@ async def txt2img(
 ) -> ImagesResponse:
     """Generate `batch_size * n_iter` images and answer when they are done; the wait holds no server thread, and a
     client that goes away cancels its job."""
-    return await _generate(body, request, redis, store, results, settings, caller)
+    return await _generate(body, request, store, results, settings, caller)
 
 
 @router.post("/img2img", response_model=ImagesResponse)
 async def img2img(
     body: Img2ImgRequest,
     request: Request,
-    redis: RedisDep,
     store: JobStoreDep,
     results: ResultsDep,
     settings: SettingsDep,
     caller: CallerDep,
 ) -> ImagesResponse:
     """Redraw `init_images[0]` (with `mask`: inpaint where the mask is white) and answer when done."""
-    return await _generate(body, request, redis, store, results, settings, caller)
+    return await _generate(body, request, store, results, settings, caller)
 
 
 def _current_job(shards: RedisShards[Redis], settings: Settings, caller: Caller) -> tuple[Job, JobStore] | None:

@@ -17,16 +17,14 @@ from core.schemas import IMAGE_FIELDS, ErrorResponse, GenerateRequest, Job, JobS
 from service.auth import CallerDep
 from service.deps import (
     JobStoreDep,
-    RedisDep,
     ResultsDep,
     SettingsDep,
     async_redis_for_job,
-    get_shards,
     job_store_for,
 )
 from service.errors import ApiError
 from service.preferences import wait_preference
-from service.submission import submit
+from service.submission import SubmissionClients, submit
 from service.waiting import WaitOutcome, wait_for_end
 
 router = APIRouter(tags=["generate"])
@@ -130,7 +128,6 @@ async def generate(
     body: Annotated[GenerateRequest, Depends(generate_request)],
     request: Request,
     response: Response,
-    redis: RedisDep,
     store: JobStoreDep,
     settings: SettingsDep,
     results: ResultsDep,
@@ -150,10 +147,7 @@ async def generate(
 ) -> Response:
     """Queue a job (text-to-image, img2img with `init_image`, or inpainting with `image` and `mask_image`); answers at
     once with the job, its id and `Location` (202), or with `Prefer: wait` when the job ends within the wait (200)."""
-    shards = get_shards(request)
-    job, replayed = await run_in_threadpool(
-        submit, body, redis, store, settings, caller, idempotency_key, results, shards
-    )
+    job, replayed = await submit(body, SubmissionClients.of(request), store, settings, caller, idempotency_key, results)
     response.headers["Location"] = f"/jobs/{job.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

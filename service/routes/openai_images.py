@@ -15,11 +15,9 @@ from core.settings import Settings
 from service.auth import CallerDep
 from service.deps import (
     JobStoreDep,
-    RedisDep,
     ResultsDep,
     SettingsDep,
     async_redis_for_job,
-    get_shards,
     job_store_for,
 )
 from service.errors import OpenAIErrorResponse
@@ -35,6 +33,7 @@ from service.openai_compat import (
 from service.openai_edits import IMAGE_PARTS, MASK_PART, ImagesEditForm, edit_request, read_edit_form
 from service.openai_stream import StreamKind, image_events
 from service.results import ResultImages
+from service.submission import SubmissionClients
 from service.waiting import wait_or_cancel
 
 router = APIRouter(tags=["openai"])
@@ -99,7 +98,6 @@ async def _answer(
 async def images_generations(
     body: ImagesGenerationRequest,
     request: Request,
-    redis: RedisDep,
     store: JobStoreDep,
     results: ResultsDep,
     settings: SettingsDep,
@@ -108,10 +106,8 @@ async def images_generations(
     """Generate `n` images for `prompt` and answer when they are done (504 after the configured timeout), or stream
     partial images then the image with `stream: true`. The wait holds no server thread; a client that goes away
     cancels its job."""
-    job = await run_in_threadpool(
-        lambda: submit_openai(
-            generate_request(body, settings), redis, store, settings, caller, results, get_shards(request)
-        )
+    job = await submit_openai(
+        generate_request(body, settings), SubmissionClients.of(request), store, settings, caller, results
     )
     return await _answer(body, job, request, store, results, settings, "image_generation")
 
@@ -121,7 +117,6 @@ async def images_generations(
 )
 async def images_edits(
     request: Request,
-    redis: RedisDep,
     store: JobStoreDep,
     results: ResultsDep,
     settings: SettingsDep,
@@ -130,9 +125,7 @@ async def images_edits(
     """Edit one image (multipart): img2img over all of it, or inpainting where `mask` is transparent; answers as
     `POST /v1/images/generations` does (`stream: true` included)."""
     form = await read_edit_form(request)
-    job = await run_in_threadpool(
-        lambda: submit_openai(
-            edit_request(form, settings), redis, store, settings, caller, results, get_shards(request)
-        )
+    job = await submit_openai(
+        edit_request(form, settings), SubmissionClients.of(request), store, settings, caller, results
     )
     return await _answer(form.fields, job, request, store, results, settings, "image_edit")

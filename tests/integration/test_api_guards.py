@@ -130,3 +130,21 @@ def test_webhook_urls_are_checked_at_submission(client: TestClient, settings: Se
         response = enabled.post("/generate", json={**BODY, "webhook_url": url})
         assert response.status_code == 422, url
         assert response.json()["error"]["message"].startswith("webhook_url"), response.json()
+
+
+def test_every_redis_connection_taken_is_503_overloaded_not_redis_down(settings: Settings) -> None:
+    """A process may hold `max_waiting_requests` Redis connections (one per waiting request); past them a request is
+    answered 503 `overloaded` with Retry-After, naming the limit, and served again once one frees."""
+    limited = settings.model_copy(update={"max_waiting_requests": 2})
+    with TestClient(create_app(limited), raise_server_exceptions=False) as api:
+        assert api.portal is not None
+        pool = api.app.state.async_redis.connection_pool  # type: ignore[attr-defined]
+        held = [api.portal.call(pool.get_connection) for _ in range(2)]  # two requests waiting on Redis, say
+        refused = api.post("/generate", json=BODY)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert "IMAGEGEN_MAX_WAITING_REQUESTS" in refused.json()["error"]["message"]
+        assert refused.headers["Retry-After"] == "1"
+        for connection in held:
+            api.portal.call(pool.release, connection)
+        assert api.post("/generate", json=BODY).status_code == 202

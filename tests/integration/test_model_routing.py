@@ -3,6 +3,7 @@ take its defaults for what they leave out, and a model without a live worker ans
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from redis import Redis
 from core import keys
 from core.catalog import ModelsFileError, model_entries, served_entry, with_served_model
 from core.queueing import model_queue
+from core.redis_connection import async_redis_client
 from core.schemas import Sampler, WorkerInfo
 from core.settings import Settings
 from core.workers import model_workers, publish_worker, remove_worker, serves
@@ -191,9 +193,14 @@ def _tiny_png() -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_whether_a_model_is_served_is_read_without_every_worker_record(redis_client: Redis) -> None:
+def test_whether_a_model_is_served_is_read_without_every_worker_record(redis_client: Redis, settings: Settings) -> None:
     """A submission asks `serves(model)` (one sorted-set read and one EXISTS), not every worker's record."""
     now = datetime.now(UTC)
+    aio = async_redis_client(settings)  # the API's kind of client: a submission asks on it
+    loop = asyncio.Runner()  # one loop for the client's connections
+
+    def served(model: str) -> bool:
+        return loop.run(serves(aio, model))
 
     def beat(worker_id: str, model: str) -> None:
         info = WorkerInfo(
@@ -204,13 +211,15 @@ def test_whether_a_model_is_served_is_read_without_every_worker_record(redis_cli
 
     beat("a1", "alpha")
     beat("b1", "beta")
-    assert serves(redis_client, "alpha") and serves(redis_client, "beta") and not serves(redis_client, "gamma")
+    assert served("alpha") and served("beta") and not served("gamma")
     assert [worker.id for worker in model_workers(redis_client, "alpha")] == ["a1"]
     remove_worker(redis_client, "a1", "alpha")  # a worker that stops leaves its model's set
-    assert not serves(redis_client, "alpha") and model_workers(redis_client, "alpha") == []
+    assert not served("alpha") and model_workers(redis_client, "alpha") == []
     redis_client.delete(keys.worker_key("b1"))  # a record gone without its model's set knowing: read them all
-    assert not serves(redis_client, "beta")
+    assert not served("beta")
     beat("b2", "beta")
-    assert serves(redis_client, "beta")
+    assert served("beta")
     redis_client.zadd(keys.model_workers_key("beta"), {"b1": time.time() - 1, "b2": time.time() - 1})
-    assert not serves(redis_client, "beta")  # both beats' time ran out (their records expire with it)
+    assert not served("beta")  # both beats' time ran out (their records expire with it)
+    loop.run(aio.aclose())
+    loop.close()

@@ -107,34 +107,35 @@ def test_a_submission_waits_for_its_replica_and_is_503_not_replicated_when_none_
     replica = redis_processes.server(replica_of=primary)
     sentinel = redis_processes.sentinel(primary, quorum=1)
     settings = _through_sentinel(settings, sentinel, redis_min_replicas=1, redis_replica_timeout_ms=300)
-    api = TestClient(create_app(settings), raise_server_exceptions=False)
+    # In its lifespan the app runs one event loop, and its asyncio clients (what a submission waits on) with it.
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        accepted = api.post("/generate", json=REQUEST)
+        assert accepted.status_code == 202, accepted.text
+        assert Redis(port=replica, db=2).exists(keys.job_key(accepted.json()["id"])), "on the replica before 202"
 
-    accepted = api.post("/generate", json=REQUEST)
-    assert accepted.status_code == 202, accepted.text
-    assert Redis(port=replica, db=2).exists(keys.job_key(accepted.json()["id"])), "on the replica before 202"
+        # A stopped replica keeps its link open but acknowledges nothing: WAIT on the connection that wrote the job
+        # times out. (On any other connection WAIT would count it at once: that connection wrote nothing.)
+        redis_processes.pause(replica)
+        try:
+            refused = api.post("/generate", json=REQUEST)
+        finally:
+            redis_processes.resume(replica)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "not_replicated"
+        [detail] = error["details"]
+        job_id = detail["job_id"]
+        assert (detail["replicas_acknowledged"], detail["replicas_required"]) == (0, 1)
+        assert "queued on the Redis primary" in error["message"]
+        # What the 503 says: the job is queued on the primary (and reaches the replica once it is back).
+        assert api.get(f"/jobs/{job_id}").json()["status"] == "queued"
+        assert job_id in model_queue(Redis(port=primary, db=2), "tiny").job_ids
+        _until(lambda: Redis(port=replica, db=2).exists(keys.job_key(job_id)), 10, "the replica to catch up")
 
-    # A stopped replica keeps its link open but acknowledges nothing: WAIT on the connection that wrote the job
-    # times out. (On any other connection WAIT would count it at once: that connection wrote nothing.)
-    redis_processes.pause(replica)
-    try:
-        refused = api.post("/generate", json=REQUEST)
-    finally:
-        redis_processes.resume(replica)
-    assert refused.status_code == 503, refused.text
-    assert refused.headers["retry-after"] == "1"
-    error = refused.json()["error"]
-    assert error["code"] == "not_replicated"
-    [detail] = error["details"]
-    job_id = detail["job_id"]
-    assert (detail["replicas_acknowledged"], detail["replicas_required"]) == (0, 1)
-    assert "queued on the Redis primary" in error["message"]
-    # What the 503 says: the job is queued on the primary (and reaches the replica once it is back).
-    assert api.get(f"/jobs/{job_id}").json()["status"] == "queued"
-    assert job_id in model_queue(Redis(port=primary, db=2), "tiny").job_ids
-    _until(lambda: Redis(port=replica, db=2).exists(keys.job_key(job_id)), 10, "the replica to catch up")
-
-    assert api.post("/generate", json=REQUEST).status_code == 202
-    assert not api.app.state.redis.connection_pool._in_use_connections, "the held connection went back to the pool"
+        assert api.post("/generate", json=REQUEST).status_code == 202
+        held = api.app.state.async_redis.connection_pool._in_use_connections
+        assert not held, "the held connection went back to the pool"
 
 
 @pytest.mark.parametrize("min_replicas", [0, 1])
@@ -146,11 +147,12 @@ def test_submissions_give_their_connection_back_to_the_pool(
     settings = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{primary}/0", "redis_min_replicas": min_replicas}
     )
-    api = TestClient(create_app(settings), raise_server_exceptions=False)
-    for _ in range(20):
-        assert api.post("/generate", json=REQUEST).status_code == 202
-    pool = api.app.state.redis.connection_pool
-    assert not pool._in_use_connections and pool._created_connections == 1, "one connection, reused"
+    # In its lifespan the app runs one event loop, and its asyncio clients (what a submission waits on) with it.
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        for _ in range(20):
+            assert api.post("/generate", json=REQUEST).status_code == 202
+        pool = api.app.state.async_redis.connection_pool
+        assert not pool._in_use_connections and len(pool._available_connections) == 1, "one connection, reused"
 
 
 PRESTOP = Path(__file__).resolve().parents[2] / "deploy/k8s/components/redis-sentinel/scripts/prestop.sh"

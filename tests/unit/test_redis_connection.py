@@ -81,6 +81,6 @@ def test_sentinels_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_waiting_for_replicas_needs_the_pipeline_that_holds_its_connection() -> None:
-    plain = redis_client(Settings()).pipeline(transaction=True)
+    plain = async_redis_client(Settings()).pipeline(transaction=True)
     with pytest.raises(TypeError, match="replicated_transaction"):
-        execute_replicated(plain, min_replicas=1, timeout_ms=100)
+        asyncio.run(execute_replicated(plain, min_replicas=1, timeout_ms=100))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.settings import Settings
-from core.sharding import RedisShards, model_tag, new_job_id
+from core.settings import SentinelShard, Settings, sentinel_shard
+from core.sharding import RedisShards, model_tag, new_job_id, shard_settings
 
 DEFAULT = "redis://default:6379/0"
 SDXL = "redis://sdxl:6379/0"
@@ -48,3 +48,48 @@ def test_without_shards_everything_is_the_default_redis() -> None:
     shards = _shards(Settings(redis_url=DEFAULT))
     assert shards.all() == [DEFAULT]
     assert shards.for_model("sdxl") == DEFAULT and shards.for_job("ab-cd") == DEFAULT
+
+
+def test_a_sentinel_shard_names_a_master_of_the_sentinels_and_keeps_the_default_urls_options() -> None:
+    settings = Settings(
+        redis_url="rediss://:default-pw@ignored:6379/0?ssl_cert_reqs=none",
+        redis_sentinels="s1:26379,s2:26379",
+        redis_shards='{"squares": "sentinel://imagegen-squares/3", "sdxl": "sentinel://app:shard-pw@Big_Master"}',
+    )
+    assert sentinel_shard(settings.redis_shards["squares"]) == SentinelShard("imagegen-squares", 3, "")
+    assert sentinel_shard(SDXL) is None
+    squares, sdxl = shard_settings(settings, "squares"), shard_settings(settings, "sdxl")
+    assert (squares.redis_sentinel_master, squares.redis_sentinels) == ("imagegen-squares", ["s1:26379", "s2:26379"])
+    # The default URL's TLS scheme and query options, the shard's db, and its credentials when it has its own.
+    assert squares.redis_url == "rediss://:default-pw@ignored:6379/3?ssl_cert_reqs=none"
+    assert (sdxl.redis_sentinel_master, sdxl.redis_url) == (
+        "Big_Master",
+        "rediss://app:shard-pw@ignored:6379/0?ssl_cert_reqs=none",
+    )
+    assert shard_settings(settings, "circles") is settings
+
+
+def test_sentinel_shards_are_told_apart_by_master_and_db() -> None:
+    settings = Settings(
+        redis_url="redis://x:6379/0",
+        redis_sentinels="s1:26379",
+        redis_sentinel_master="main",
+        redis_shards={"a": "sentinel://sq/0", "b": "sentinel://sq", "c": "sentinel://sq/1", "d": "sentinel://main/0"},
+    )
+    shards = RedisShards(settings, lambda shard: (shard.redis_sentinel_master, shard.redis_url))
+    assert shards.all() == [("main", "redis://x:6379/0"), ("sq", "redis://x:6379/0"), ("sq", "redis://x:6379/1")]
+    assert shards.for_model("a") is shards.for_model("b") and shards.for_model("d") is shards.default
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("sdxl=sentinel://", "sentinel://"),
+        ("sdxl=sentinel://host:26379/0", "master-name"),
+        ("sdxl=sentinel://master/zero", "master-name"),
+        ("sdxl=sentinel://master/0", "needs IMAGEGEN_REDIS_SENTINELS"),
+    ],
+)
+def test_a_bad_sentinel_shard_is_refused_saying_its_form(value: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(redis_shards=value)
