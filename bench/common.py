@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from json import dumps, loads
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -48,3 +53,50 @@ def print_verdicts(verdicts: list[tuple[str, bool]]) -> dict[str, bool]:
     for name, ok in verdicts:
         print(f"verdict: {'PASS' if ok else 'FAIL'} {name}")
     return dict(verdicts)
+
+
+@dataclass
+class LeanResponse:
+    """What a benchmark reads of an answer."""
+
+    status_code: int
+    content: bytes
+
+    def json(self) -> Any:
+        return loads(self.content)
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise RuntimeError(f"HTTP {self.status_code}: {self.content[:200]!r}")
+
+
+class LeanClient:
+    """An HTTP/1.1 keep-alive client on the standard library's `http.client`, for load generators that share the
+    machine with the service they measure: a request costs it a fraction of what one costs httpx, so the clients take
+    less of the CPU the service needs (`bench/polling.py`). Same calls as the part of `httpx.Client` the benchmarks
+    use (`get`, `post(json=...)`, a context manager); one connection, one thread."""
+
+    def __init__(self, base_url: str, timeout: float = 600) -> None:
+        parts = urlsplit(base_url)
+        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+        self.prefix = parts.path.rstrip("/")
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> LeanResponse:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if path.startswith("http://") or path.startswith("https://"):  # an absolute URL on the same server
+            path = urlsplit(path)._replace(scheme="", netloc="").geturl()
+        self.connection.request(method, self.prefix + path, body=body, headers=headers)
+        answer = self.connection.getresponse()
+        return LeanResponse(answer.status, answer.read())
+
+    def get(self, path: str) -> LeanResponse:
+        return self.request("GET", path)
+
+    def post(self, path: str, json: Any) -> LeanResponse:  # httpx's keyword
+        return self.request("POST", path, body=dumps(json).encode())
+
+    def __enter__(self) -> LeanClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.connection.close()

@@ -83,7 +83,13 @@ def main() -> None:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     scratch = Path(tempfile.mkdtemp(prefix="imagegen-bench-"))
     source = str(build_sd15_random(scratch)) if args.model == "sd15" else "tiny"
-    settings = Settings(model=source, cache_dir=scratch / "cache", device=str(device), compile=args.compile)
+    settings = Settings(  # the threads plain diffusers runs with: the paths differ only in what the worker adds
+        model=source,
+        cache_dir=scratch / "cache",
+        device=str(device),
+        compile=args.compile,
+        cpu_threads=torch.get_num_threads(),
+    )
 
     request = GenerateRequest(
         prompt="a lighthouse at dusk",

@@ -5,7 +5,8 @@ worker sharing the machine's cores.
 The polling clients each POST `/generate`, then GET `/jobs/{id}` every `--interval` seconds until the job ends, then
 GET its image; the waiting clients each POST `/v1/images/generations` (`response_format=b64_json`). What polling
 costs the API's CPU is taken from the worker's cores, so the polling figure falls behind when a poll is expensive.
-Also printed: the API's CPU-seconds in each phase (its process's utime + stime).
+Also printed: the cores each party used in each phase (Redis, the API, the worker, and this process's client threads:
+utime + stime per second of the phase), which says where the polling phase's CPU went.
 
     python -m bench.polling [--quick] [--model demo] [--clients 32] [--requests 4] [--interval 0.05] [--json out.json]
 """
@@ -26,11 +27,13 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import free_port, print_verdicts, wait_for
+from bench.common import LeanClient, free_port, print_verdicts, wait_for
 from bench.service_overhead import cpu_seconds
 
+Client = httpx.Client | LeanClient
 
-def polled(client: httpx.Client, model: str, interval: float) -> int:
+
+def polled(client: Client, model: str, interval: float) -> int:
     """One image by submitting and polling; returns its size in bytes."""
     job = client.post("/generate", json={"prompt": "a red circle", "model": model}).json()
     while job["status"] not in ("succeeded", "failed", "canceled", "expired"):
@@ -40,7 +43,7 @@ def polled(client: httpx.Client, model: str, interval: float) -> int:
     return len(client.get(job["images"][0]).content)
 
 
-def waited(client: httpx.Client, model: str) -> int:
+def waited(client: Client, model: str) -> int:
     """One image by the synchronous OpenAI route; returns its size in bytes."""
     response = client.post(
         "/v1/images/generations",
@@ -50,11 +53,11 @@ def waited(client: httpx.Client, model: str) -> int:
     return len(base64.b64decode(response.json()["data"][0]["b64_json"]))
 
 
-def phase(url: str, clients: int, requests: int, one: Callable[[httpx.Client], int]) -> float:
-    """Images/s of `clients` clients each getting `requests` images with `one`."""
+def phase(url: str, clients: int, requests: int, one: Callable[[Client], int], lean: bool = True) -> float:
+    """Images/s of `clients` clients each getting `requests` images with `one` (on `LeanClient`s, else httpx's)."""
 
     def run(_: int) -> None:
-        with httpx.Client(base_url=url, timeout=600) as client:
+        with LeanClient(url) if lean else httpx.Client(base_url=url, timeout=600) as client:
             for _ in range(requests):
                 assert one(client) > 0
 
@@ -64,6 +67,15 @@ def phase(url: str, clients: int, requests: int, one: Callable[[httpx.Client], i
     return clients * requests / (time.perf_counter() - started)
 
 
+def measured(parties: dict[str, int], run: Callable[[], float]) -> tuple[float, dict[str, float]]:
+    """What `run` returns, and the cores each of `parties` (name: pid) used meanwhile (CPU-seconds per second)."""
+    before = {name: cpu_seconds(pid) for name, pid in parties.items()}
+    started = time.perf_counter()
+    value = run()
+    seconds = time.perf_counter() - started
+    return value, {name: round((cpu_seconds(pid) - before[name]) / seconds, 3) for name, pid in parties.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 clients x 2 requests (CI)")
@@ -71,6 +83,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between polls")
+    parser.add_argument(
+        "--client",
+        choices=("lean", "httpx"),
+        default="lean",
+        help="the clients' HTTP library: lean (bench.common.LeanClient, http.client) or httpx (~3x the CPU a request)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.quick:
@@ -106,14 +124,20 @@ def main() -> None:
         api = f"http://127.0.0.1:{api_port}"
         wait_for(f"{api}/readyz")
         wait_for(f"http://127.0.0.1:{metrics_port}/readyz")
-        phase(api, 1, 1, lambda client: waited(client, args.model))  # warm: the first job of each process
 
-        api_pid = processes[1].pid
-        started = cpu_seconds(api_pid)
-        waited_rate = phase(api, args.clients, args.requests, lambda client: waited(client, args.model))
-        between = cpu_seconds(api_pid)
-        polled_rate = phase(api, args.clients, args.requests, lambda client: polled(client, args.model, args.interval))
-        waited_cpu, polled_cpu = between - started, cpu_seconds(api_pid) - between
+        def waiting(client: Client) -> int:
+            return waited(client, args.model)
+
+        def polling(client: Client) -> int:
+            return polled(client, args.model, args.interval)
+
+        lean = args.client == "lean"
+        phase(api, 1, 1, waiting, lean)  # warm: the first job of each process
+
+        pids = [process.pid for process in processes]
+        parties = {"redis": pids[0], "api": pids[1], "worker": pids[2], "clients": os.getpid()}
+        waited_rate, waited_cores = measured(parties, lambda: phase(api, args.clients, args.requests, waiting, lean))
+        polled_rate, polled_cores = measured(parties, lambda: phase(api, args.clients, args.requests, polling, lean))
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -126,10 +150,11 @@ def main() -> None:
         "clients": args.clients,
         "requests_per_client": args.requests,
         "poll_interval_seconds": args.interval,
+        "client": args.client,
         "waited_images_per_second": round(waited_rate, 3),
         "polled_images_per_second": round(polled_rate, 3),
         "polled_over_waited": round(ratio, 3),
-        "api_cpu_seconds": {"waited": round(waited_cpu, 2), "polled": round(polled_cpu, 2)},
+        "cores_used": {"waited": waited_cores, "polled": polled_cores},
         "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
     }
     label = f"{args.clients} clients x {args.requests}, model {args.model}"
@@ -137,7 +162,9 @@ def main() -> None:
     print(f"{'POST /v1/images/generations (waits; baseline), images/s':<56}{waited_rate:>10.2f}")
     print(f"{f'POST /generate + polling every {args.interval * 1000:.0f} ms, images/s':<56}{polled_rate:>10.2f}")
     print(f"{'polling / waiting':<56}{ratio:>10.2f}")
-    print(f"{'API CPU-s: waiting phase / polling phase':<56}{waited_cpu:>5.1f} /{polled_cpu:>4.1f}")
+    for name in waited_cores:
+        label = f"cores used by the {name}: waiting / polling"
+        print(f"{label:<56}{waited_cores[name]:>5.2f} /{polled_cores[name]:>5.2f}")
     result["verdicts"] = print_verdicts([("polling within 10 % of waiting, images/s", ratio >= 0.9)])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

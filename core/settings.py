@@ -161,7 +161,12 @@ class Settings(BaseSettings):
         description="`torch.compile` the UNet; the warm-up at start-up pays the compilation",
     )
     compile_mode: str = Field(default="max-autotune-no-cudagraphs", description="`torch.compile` mode")
-    cpu_threads: int | None = Field(default=None, description="torch threads on a CPU worker; unset: torch's default")
+    cpu_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="torch threads on a CPU worker; unset: torch's default, at most the usable cores less one (left to "
+        "the API, Redis and clients on the same host)",
+    )
 
     max_pixels: int = Field(
         default=1024 * 1024, gt=0, description="largest `width*height` accepted (API) and run (worker)"

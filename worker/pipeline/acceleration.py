@@ -8,6 +8,7 @@ the host instead (PNG/JPEG/WebP encoding and Redis writes run on a thread while 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from diffusers import DiffusionPipeline
@@ -26,9 +27,10 @@ def _on(setting: bool | None, device: torch.device) -> bool:
 def apply_runtime_options(pipeline: DiffusionPipeline, device: torch.device, settings: Settings) -> list[str]:
     """Apply the configured options to a loaded pipeline; returns what was applied (for the log)."""
     applied = []
-    if device.type == "cpu" and settings.cpu_threads:
-        torch.set_num_threads(settings.cpu_threads)
-        applied.append(f"cpu_threads={settings.cpu_threads}")
+    if device.type == "cpu":
+        threads = cpu_threads(settings)
+        torch.set_num_threads(threads)
+        applied.append(f"cpu_threads={threads}")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # only fp32 matmuls are affected; fp16/bf16 weights are not
         torch.backends.cudnn.allow_tf32 = True
@@ -49,6 +51,19 @@ def apply_runtime_options(pipeline: DiffusionPipeline, device: torch.device, set
         applied.append(f"compile({settings.compile_mode})")
     log.info("runtime options: %s", ", ".join(applied) or "none")
     return applied
+
+
+def cpu_threads(settings: Settings) -> int:
+    """Torch's intra-op threads on a CPU worker: the setting, else torch's default less the one core it would leave
+    no one else. A CPU worker shares its host with the API, Redis and clients (`imagegen dev`, compose on a laptop);
+    torch's threads spin while they wait for each other, so when another process takes one of the cores they all run
+    on, every parallel op waits for the preempted thread. Measured (`bench/polling.py`, 2 cores, model demo): with 2
+    threads the worker made 6.4-8.2 images/s alone on 1.9 cores and 3.5-4.3 beside 0.4-0.6 cores of the API and
+    pollers; with 1 thread 6.1-6.6 alone on 0.97 cores, and as much beside them (docs/performance.md). Where the
+    worker has the host to itself, set `IMAGEGEN_CPU_THREADS` to all its cores."""
+    if settings.cpu_threads:
+        return settings.cpu_threads
+    return max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0)) - 1))
 
 
 def denoiser_name(pipeline: DiffusionPipeline) -> str:
