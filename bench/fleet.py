@@ -19,11 +19,19 @@ offered rate. docs/scaling.md turns the figures into a capacity model.
     python -m bench.fleet                        # sweep 25,50,100,200,400 workers
     python -m bench.fleet --sizes 200 --duration 60 --json fleet.json
     python -m bench.fleet --quick                # CI: 20 workers, a few seconds
+    python -m bench.fleet --redis-cpu 0.05 --sizes 25,50,100,150 --keep-going   # Redis capped: run it to saturation
+
+On a small machine the simulation saturates the host long before Redis (the workers' Python costs more per job than
+Redis does). `--redis-cpu F` caps the Redis server at F of one core (a cgroup: `bench/cpu_cap.py`), so that it
+saturates at a rate the host can offer; the benchmark then prints the rate reached against the capacity model's
+prediction (F / Redis CPU per job below saturation) and the one-core equivalent.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -39,14 +47,16 @@ from pathlib import Path
 from redis import Redis
 
 from bench.common import free_port, print_verdicts
+from bench.cpu_cap import cpu_capped
 from core import keys
 from core.jobs import JobStore
-from core.redis_connection import redis_client
+from core.redis_connection import async_redis_client, redis_client
 from core.schemas import GenerateRequest
 from core.settings import Settings
+from core.sharding import RedisShards
 from service.auth import Caller
 from service.errors import ApiError
-from service.submission import submit
+from service.submission import SubmissionClients, submit
 
 MODEL = "fleet"
 # Redis is taken as saturated from this fraction of one core on (its command loop is one thread).
@@ -103,27 +113,31 @@ def _wait_for_workers(redis: Redis, count: int, timeout: float) -> None:
 
 
 def _submit_loop(settings: Settings, rate: float, until: float, steps: int, tally: ClientTally) -> None:
-    """Submit at `rate` jobs/s until `until` (open loop: a client that falls behind catches up at once)."""
+    """Submit at `rate` jobs/s until `until` (open loop: a client that falls behind catches up at once). The API's
+    submission is a coroutine: each client thread runs it on an event loop of its own."""
     redis = redis_client(settings)
     store = JobStore.from_settings(redis, settings)
     caller = Caller(key_id=None, admin=True)
     request = GenerateRequest(prompt="fleet", width=64, height=64, steps=steps, model=MODEL)
+    clients = SubmissionClients(RedisShards(settings, redis_client, redis), RedisShards(settings, async_redis_client))
     next_at = time.monotonic()
-    while next_at < until:
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        next_at += 1.0 / rate
-        try:
-            job, _ = submit(
-                request.model_copy(update={"seed": secrets.randbelow(2**31)}), redis, store, settings, caller
-            )
-        except ApiError:
+    with asyncio.Runner() as loop:
+        while next_at < until:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += 1.0 / rate
+            seeded = request.model_copy(update={"seed": secrets.randbelow(2**31)})
+            try:
+                job, _ = loop.run(submit(seeded, clients, store, settings, caller))
+            except ApiError:
+                with tally.lock:
+                    tally.refused += 1
+                continue
             with tally.lock:
-                tally.refused += 1
-            continue
-        with tally.lock:
-            tally.accepted.append(job.id)
+                tally.accepted.append(job.id)
+        for client in clients.aio.all():
+            loop.run(client.aclose())
     redis.close()
 
 
@@ -167,19 +181,31 @@ def _audit(redis: Redis, job_ids: list[str]) -> dict[str, object]:
     return {"lost": lost, "twice": twice, "statuses": statuses, "waits": waits, "finished": finished}
 
 
+def _redis_saturated(row: dict[str, object]) -> bool:
+    """Redis used at least SATURATED_CPU of the CPU it may use (one core, or its cap)."""
+    return float(row["redis_cpu"]) >= SATURATED_CPU * float(row["redis_cpu_cap"])  # type: ignore[arg-type]
+
+
 def _saturated(row: dict[str, object]) -> bool:
-    return float(row["redis_cpu"]) >= SATURATED_CPU or float(row["host_cpu_busy"]) >= SATURATED_CPU  # type: ignore[arg-type]
+    return _redis_saturated(row) or float(row["host_cpu_busy"]) >= SATURATED_CPU  # type: ignore[arg-type]
 
 
 def _limit(row: dict[str, object]) -> str | None:
     """What held a fleet size back, if anything: Redis, the machine running the simulation, or neither known."""
-    if float(row["redis_cpu"]) >= SATURATED_CPU:  # type: ignore[arg-type]
+    if _redis_saturated(row):
         return "Redis saturated (its CPU)"
     if float(row["host_cpu_busy"]) >= SATURATED_CPU:  # type: ignore[arg-type]
         return "the host's CPUs are saturated: the simulation itself is the limit, not Redis"
     if float(row["sustained_over_offered"]) < 0.8:  # type: ignore[arg-type]
         return "jobs/s below 80 % of the offered rate"
     return None
+
+
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope of ys against xs."""
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+    return mean_y - slope * mean_x, slope
 
 
 def run_size(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]:
@@ -193,7 +219,10 @@ def run_size(workers: int, args: argparse.Namespace, work: Path) -> dict[str, ob
             stdout=subprocess.DEVNULL,
         )
     ]
+    capped = contextlib.ExitStack()
     try:
+        if args.redis_cpu < 1:
+            capped.enter_context(cpu_capped(processes[0].pid, args.redis_cpu))
         redis = Redis.from_url(redis_url)
         for _ in range(100):
             try:
@@ -259,6 +288,7 @@ def run_size(workers: int, args: argparse.Namespace, work: Path) -> dict[str, ob
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        capped.close()
 
     finished_in_window = [t for t in audit["finished"] if window_start_wall <= t <= window_end_wall]  # type: ignore[attr-defined]
     jobs_per_second = len(finished_in_window) / window
@@ -271,6 +301,7 @@ def run_size(workers: int, args: argparse.Namespace, work: Path) -> dict[str, ob
         "jobs_per_second": round(jobs_per_second, 2),
         "sustained_over_offered": round(jobs_per_second / offered, 3),
         "redis_cpu": round(cpu, 3),
+        "redis_cpu_cap": args.redis_cpu,
         # The machine's CPUs (the fleet, the clients, Redis and whatever else runs): near 1, the load generator
         # itself is the limit and the jobs/s say nothing about Redis.
         "host_cpu_busy": round(host_busy, 3),
@@ -306,6 +337,13 @@ def main() -> None:
     parser.add_argument("--threads-per-process", type=int, default=100, help="worker threads per fleet process")
     parser.add_argument("--drain-seconds", type=float, default=60.0, help="longest wait for the last jobs to end")
     parser.add_argument("--keep-going", action="store_true", help="run every size even once Redis saturates")
+    parser.add_argument(
+        "--redis-cpu",
+        type=float,
+        default=1.0,
+        help="cap Redis at this fraction of one core (a cgroup: bench/cpu_cap.py), so that it saturates at a fleet "
+        "size this machine can simulate; 1: no cap",
+    )
     parser.add_argument("--quick", action="store_true", help="CI: 20 workers, 5 short steps, a few seconds")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -357,6 +395,29 @@ def main() -> None:
         f"projected jobs/s one Redis core carries (1 s / Redis CPU per job at {sizes[len(rows) - 1]} workers): "
         f"{result['projected_jobs_per_second_one_redis']}"
     )
+    saturated = [row for row in rows if _redis_saturated(row)]
+    below = [row for row in rows if not _saturated(row)]
+    if saturated and len(below) >= 2:
+        # The capacity model's check: Redis CPU against jobs/s below saturation, a straight line (a fixed part, the
+        # idle workers' heartbeats and blocking reads, plus a cost per job), extended to the cap; against the rate
+        # the saturated sizes reached.
+        fixed, per_job = _line([float(r["jobs_per_second"]) for r in below], [float(r["redis_cpu"]) for r in below])  # type: ignore[arg-type]
+        predicted = (args.redis_cpu - fixed) / per_job
+        reached = max(float(row["jobs_per_second"]) for row in saturated)  # type: ignore[arg-type]
+        result["saturation"] = {
+            "redis_cpu_cap": args.redis_cpu,
+            "fit_fixed_cores": round(fixed, 4),
+            "fit_cpu_ms_per_job": round(per_job * 1000, 3),
+            "predicted_jobs_per_second": round(predicted, 1),
+            "reached_jobs_per_second": round(reached, 1),
+            "reached_over_predicted": round(reached / predicted, 3),
+            "one_core_equivalent_jobs_per_second": round(reached / args.redis_cpu, 1),
+        }
+        print(
+            f"Redis CPU below saturation: {fixed:.1%} of a core + {per_job * 1000:.2f} ms a job; saturated at "
+            f"{args.redis_cpu:.0%} of a core: {reached:.1f} jobs/s reached, {predicted:.1f} predicted by that line "
+            f"({reached / predicted:.2f}x); one core: ~{reached / args.redis_cpu:.0f} jobs/s"
+        )
     verdicts = [
         ("no acknowledged job lost", all(row["lost"] == 0 for row in rows)),
         ("no job run twice", all(row["done_twice"] == 0 for row in rows)),
