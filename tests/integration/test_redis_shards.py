@@ -50,18 +50,27 @@ def _keyed(settings: Settings, **limits: int) -> TestClient:
 
 
 def _post(api: TestClient, model: str) -> tuple[int, str]:
+    """The status of Alice's submission to `model`, and its job id (202) or error code."""
     response = api.post("/generate", json={**BODY, "model": model}, headers=AS_ALICE)
-    return response.status_code, response.json()["id"] if response.status_code == 202 else response.json()["error"][
-        "code"
-    ]
+    body = response.json()
+    return response.status_code, body["id"] if response.status_code == 202 else body["error"]["code"]
+
+
+def _keyed_on_two_redis(
+    redis_processes: RedisProcesses, settings: Settings, **caps: int
+) -> tuple[TestClient, Redis, Redis]:
+    """An API for Alice's key with `caps`, `tiny` on a default Redis and `squares` on a shard; and both Redis."""
+    default_port, shard_port = redis_processes.server(), redis_processes.server()
+    api = _keyed(_sharded(settings, default_port, shard_port), **caps)
+    return api, Redis(port=default_port), Redis(port=shard_port)
 
 
 def test_a_keys_active_job_cap_counts_its_jobs_on_every_redis(
     redis_processes: RedisProcesses, settings: Settings
 ) -> None:
-    default_port, shard_port = redis_processes.server(), redis_processes.server()
-    default, shard = Redis(port=default_port), Redis(port=shard_port)
-    api = _keyed(_sharded(settings, default_port, shard_port), max_active_jobs_per_key=3, rate_limit_per_minute=100)
+    api, default, shard = _keyed_on_two_redis(
+        redis_processes, settings, max_active_jobs_per_key=3, rate_limit_per_minute=100
+    )
 
     accepted = [_post(api, model) for model in ("tiny", "squares", "squares")]
     assert [status for status, _ in accepted] == [202, 202, 202]
@@ -81,9 +90,9 @@ def test_a_keys_active_job_cap_counts_its_jobs_on_every_redis(
 def test_the_rate_limit_counts_submissions_to_every_model_on_the_default_redis(
     redis_processes: RedisProcesses, settings: Settings
 ) -> None:
-    default_port, shard_port = redis_processes.server(), redis_processes.server()
-    default, shard = Redis(port=default_port), Redis(port=shard_port)
-    api = _keyed(_sharded(settings, default_port, shard_port), max_active_jobs_per_key=100, rate_limit_per_minute=4)
+    api, default, shard = _keyed_on_two_redis(
+        redis_processes, settings, max_active_jobs_per_key=100, rate_limit_per_minute=4
+    )
     window = int(time.time() // RATE_WINDOW_SECONDS)
     if time.time() % RATE_WINDOW_SECONDS > RATE_WINDOW_SECONDS - 2:  # the window would turn over mid-test
         time.sleep(3)
