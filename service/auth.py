@@ -82,7 +82,7 @@ async def get_admin(caller: Annotated[Caller, Depends(get_caller)], settings: Se
     return caller
 
 
-async def check_submission_quota_async(caller: Caller, redis: Sequence[AsyncRedis], settings: Settings) -> None:
+async def check_submission_quota(caller: Caller, redis: Sequence[AsyncRedis], settings: Settings) -> None:
     """429 (with Retry-After) when the caller's key is over its submission rate or its active-job cap. `redis`: every
     Redis of the deployment, the default first (`RedisShards.all()`): the caps hold across shards, not per shard. The
     rate counter (INCR in the minute's window) lives on the default Redis; the active jobs are the sum of the key's

@@ -36,7 +36,7 @@ from core.schemas import SEED_MAX, GenerateRequest, Job, WorkerInfo, check_famil
 from core.settings import Settings
 from core.sharding import RedisShards, new_job_id
 from core.workers import live_workers, model_workers, serves
-from service.auth import Caller, check_submission_quota_async
+from service.auth import Caller, check_submission_quota
 from service.deps import async_shards, get_shards
 from service.errors import ApiError
 from service.inputs import prepare_inputs
@@ -308,7 +308,7 @@ async def submit(
     # The job as it will run (the model's defaults applied) keeps its family's rules and the deployment's limits.
     check_family_rules(request, entry.rules, family=entry.family.value, modes=entry.modes)
     check_limits(request, max_pixels=settings.max_pixels)
-    await check_submission_quota_async(caller, clients.aio.all(), settings)
+    await check_submission_quota(caller, clients.aio.all(), settings)
     await _check_backpressure(request, model, redis, aredis, store, settings)
     seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
     request = request.model_copy(update={"seed": seed})

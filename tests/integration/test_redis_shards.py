@@ -20,7 +20,7 @@ from core.settings import Settings
 from core.sharding import model_tag, redis_for_model
 from core.workers import publish_worker
 from service.app import create_app
-from service.auth import RATE_WINDOW_SECONDS, Caller, check_submission_quota_async, hash_key
+from service.auth import RATE_WINDOW_SECONDS, Caller, check_submission_quota, hash_key
 from service.errors import ApiError
 from tests.integration.test_api import _worker
 from tests.redis_servers import RedisProcesses, needs_sentinel
@@ -117,7 +117,7 @@ def test_the_asyncio_quota_check_reads_every_redis_at_once(redis_processes: Redi
         clients = [AsyncRedis(port=default_port), AsyncRedis(port=shard_port)]
         try:
             limits = {"max_active_jobs_per_key": cap, "rate_limit_per_minute": 100}
-            await check_submission_quota_async(caller, clients, settings.model_copy(update=limits))
+            await check_submission_quota(caller, clients, settings.model_copy(update=limits))
             return "accepted"
         except ApiError as exc:
             return exc.code
