@@ -6,7 +6,7 @@ import http.client
 import socket
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json import dumps, loads
 from typing import Any
@@ -91,6 +91,17 @@ class LeanClient:
 
     def get(self, path: str) -> LeanResponse:
         return self.request("GET", path)
+
+    def lines(self, path: str) -> Iterator[str]:
+        """The lines of a streamed answer (an event stream) as they come; stop reading to close the stream: the
+        connection is dropped with it (the server sees the client go) and the next request opens a new one."""
+        self.connection.request("GET", self.prefix + path)
+        answer = self.connection.getresponse()
+        try:
+            while line := answer.readline():
+                yield line.decode().rstrip("\r\n")
+        finally:
+            self.connection.close()
 
     def post(self, path: str, json: Any) -> LeanResponse:  # httpx's keyword
         return self.request("POST", path, body=dumps(json).encode())

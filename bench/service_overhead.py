@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from bench.common import free_port, print_verdicts, wait_for
+from bench.common import LeanClient, free_port, print_verdicts, wait_for
 from core.queueing import model_queue
 
 BODY = {"prompt": "overhead", "width": 64, "height": 64, "steps": 1, "sampler": "euler", "guidance_scale": 1.0}
@@ -80,15 +80,14 @@ def throughput(url: str, path: str, clients: int, total: int) -> float:
     return per_client * clients / (time.perf_counter() - started)
 
 
-def follow_one(client: httpx.Client, exclude_queue_wait: bool) -> tuple[float, str]:
+def follow_one(client: LeanClient, exclude_queue_wait: bool) -> tuple[float, str]:
     """Submit a job, follow its event stream to the end; returns the client-seen time minus the worker's compute
     (and minus the time it waited behind other jobs, when several clients share the one worker), and the job id."""
     started = time.perf_counter()
     job = client.post("/generate", json=BODY).json()
-    with client.stream("GET", f"/jobs/{job['id']}/events") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event: ") and line[7:] in ("succeeded", "failed", "canceled", "expired"):
-                break
+    for line in client.lines(f"/jobs/{job['id']}/events"):
+        if line.startswith("event: ") and line[7:] in ("succeeded", "failed", "canceled", "expired"):
+            break
     seen = time.perf_counter() - started
     timings = client.get(f"/jobs/{job['id']}").json()["timings"]
     created, began, finished = (datetime.fromisoformat(timings[k]) for k in ("created_at", "started_at", "finished_at"))
@@ -101,7 +100,9 @@ def latency_overhead(url: str, clients: int, jobs_per_client: int, keep_ids: boo
     also the ids of the jobs."""
 
     def run(_: int) -> list[tuple[float, str]]:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        # Light clients (bench.common.LeanClient): 32 httpx client threads in this process wait for each other's
+        # share of the interpreter, and that wait would be counted as the service's overhead.
+        with LeanClient(url, timeout=120) as client:
             return [follow_one(client, exclude_queue_wait=clients > 1) for _ in range(jobs_per_client)]
 
     with ThreadPoolExecutor(clients) as pool:

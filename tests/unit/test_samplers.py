@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -19,7 +20,7 @@ from diffusers import (
 
 from core.samplers import samplers_for
 from core.schemas import Sampler
-from worker.pipeline.samplers import build_scheduler, scheduler_class, supported_samplers
+from worker.pipeline.samplers import build_scheduler, scheduler_class, scheduler_options, supported_samplers
 from worker.pipeline.tiny import SD15_SCHEDULER_CONFIG
 
 EXPECTED = {
@@ -66,11 +67,21 @@ def test_dpmpp_variants_differ_only_in_karras_sigmas() -> None:
     assert karras.config.use_karras_sigmas
 
 
-def test_fresh_scheduler_each_time() -> None:
-    # Schedulers hold per-run state (timesteps, step index): sharing one across jobs would leak it.
-    assert build_scheduler(Sampler.EULER, SD15_SCHEDULER_CONFIG) is not build_scheduler(
-        Sampler.EULER, SD15_SCHEDULER_CONFIG
-    )
+@pytest.mark.parametrize("sampler", [Sampler.EULER, Sampler.DPMPP_2M, Sampler.HEUN])
+def test_fresh_scheduler_each_time(sampler: Sampler) -> None:
+    """Schedulers hold per-run state (timesteps, step index): each use gets its own, as from the config, whatever an
+    earlier one went through (they are copies of one built per sampler and config)."""
+    used = build_scheduler(sampler, SD15_SCHEDULER_CONFIG)
+    used.set_timesteps(7)
+    sample = torch.zeros(1, 4, 8, 8)
+    used.step(torch.zeros_like(sample), used.timesteps[0], sample)
+    fresh = build_scheduler(sampler, SD15_SCHEDULER_CONFIG)
+    built = scheduler_class(sampler).from_config(dict(SD15_SCHEDULER_CONFIG), **scheduler_options(sampler, {}))
+    assert fresh is not used and fresh.config == built.config
+    assert fresh.step_index is None and fresh.num_inference_steps == built.num_inference_steps
+    fresh.set_timesteps(25)
+    built.set_timesteps(25)
+    assert torch.equal(fresh.timesteps, built.timesteps) and len(used.timesteps) < 25
 
 
 def test_all_samplers_supported_on_sd15() -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
 from core.events import PreviewEvent
-from core.schemas import GenerateRequest, Provenance, Sampler
+from core.schemas import GenerateRequest, GenerationMode, Provenance, Sampler
 from core.settings import Settings
 from worker.pipeline.acceleration import warm_up_request
 from worker.pipeline.families import detect_family, family_adapter
@@ -58,6 +59,7 @@ class ResidentPipeline:
         self.lora_folder = lora_dir
         self._timers = PipelineTimers(model.pipeline, DeviceClock(model.device))
         self._lora_adapters = LoraAdapters(model.pipeline, lora_dir, self.family)
+        self._admission: dict[tuple[Sampler, GenerationMode], SchedulerMixin | None] = {}
 
     @classmethod
     def load(cls, settings: Settings) -> ResidentPipeline:
@@ -98,15 +100,22 @@ class ResidentPipeline:
     def admit(self, request: GenerateRequest, model_name: str) -> tuple[int, Provenance]:
         """The denoising iterations (step callbacks) `request` will take and the provenance of its run; raises
         ValueError for what this model cannot run (an adapter it does not have, a sampler that does not build)."""
-        if self.family is not None and not sampler_runs(
-            request.sampler, self.base_scheduler_config, self.family, request.mode
-        ):
+        scheduler = self._admission_scheduler(request.sampler, request.mode)
+        if scheduler is None:
             raise ValueError(f"sampler {request.sampler.value} does not run {request.mode.value} on this model")
-        # One scheduler answers both; the pipeline call builds its own fresh one.
-        scheduler = build_scheduler(request.sampler, self.base_scheduler_config)
         iterations = denoising_iterations(scheduler, request.steps, request.denoise_strength)
         self._lora_adapters.check(request.loras)
         return iterations, provenance(self.model, model_name, self.fingerprint, scheduler)
+
+    def _admission_scheduler(self, sampler: Sampler, mode: GenerationMode) -> SchedulerMixin | None:
+        """The scheduler that counts a request's iterations and names it in the provenance, or None when `sampler`
+        does not run `mode` on this model: decided and built once per sampler and mode (admission is on the worker's
+        main thread; this one is never run: the pipeline call takes a fresh one)."""
+        key = (sampler, mode)
+        if key not in self._admission:
+            runs = self.family is None or sampler_runs(sampler, self.base_scheduler_config, self.family, mode)
+            self._admission[key] = build_scheduler(sampler, self.base_scheduler_config) if runs else None
+        return self._admission[key]
 
     def truncation_warnings(self, request: GenerateRequest, long_prompts: LongPrompts) -> list[str]:
         """A warning for each prompt longer than the text encoder's window (the encoder reads only its start)."""
