@@ -124,6 +124,7 @@ class GenerationEngine:
         `request`: the job's, when already read from its record; `dequeued`: taken by the queue loop (else a batch
         mate, claimed off the queue)."""
         with bound_job(job_id):
+            self.status.admitted(job_id)  # every way out of here, or of the run, settles it once (`_count`)
             problem: Exception | None = None  # settled as `failed` once claimed, so that only the claimant writes it
             total, record, inputs, times = 0, None, {}, None
             try:
@@ -148,7 +149,6 @@ class GenerationEngine:
                         raise
                     except Exception as exc:
                         problem = exc
-                self.status.current_jobs.add(job_id)  # the heartbeat names it from the instant it may be ours
                 claim = self.store.claim(
                     job_id,
                     self.worker_id,
@@ -401,7 +401,7 @@ class GenerationEngine:
         self._count(job_id, "lost")
 
     def _count(self, job_id: str, outcome: str) -> None:
-        self.status.current_jobs.discard(job_id)
+        self.status.settled(job_id)
         metrics.JOBS.labels(self.model_name, outcome).inc()
 
     # --- measurements ---------------------------------------------------------------------------------------

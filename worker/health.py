@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,8 +26,31 @@ class WorkerStatus:
     def __init__(self) -> None:
         self.state = WorkerState.STARTING
         self.detail = ""
-        self.current_jobs: set[str] = set()  # started here and not yet settled (computing, or being stored)
         self.redis_error: str | None = None  # set while Redis is unreachable: not ready, the model stays loaded
+        # Admissions here not yet settled (claiming, computing, or being stored), counted per job: one job may be
+        # here twice, a run whose result waits for Redis and the next attempt of the same job (the sweep re-queued
+        # it meanwhile), and the first one settling must not drop the second from the heartbeat.
+        self._admitted: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def current_jobs(self) -> set[str]:
+        """The jobs the heartbeat names: admitted here and not yet settled."""
+        with self._lock:
+            return set(self._admitted)
+
+    def admitted(self, job_id: str) -> None:
+        """A run of `job_id` starts here (before its claim: from the instant it may be ours)."""
+        with self._lock:
+            self._admitted[job_id] += 1
+
+    def settled(self, job_id: str) -> None:
+        """A run of `job_id` here ended (stored, failed, let go, or never claimed)."""
+        with self._lock:
+            if self._admitted[job_id] <= 1:
+                del self._admitted[job_id]
+            else:
+                self._admitted[job_id] -= 1
 
     @property
     def ready(self) -> bool:

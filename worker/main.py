@@ -66,7 +66,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         """Publish the record once, with the current state."""
         self.info.state = self.status.state.value.lower()
-        self.info.current_jobs = sorted(self.status.current_jobs.copy())
+        self.info.current_jobs = sorted(self.status.current_jobs)
         self.info.heartbeat_at = datetime.now(UTC)
         publish_worker(self.redis, self.info, self.interval)
 
