@@ -201,13 +201,6 @@ def _limit(row: dict[str, object]) -> str | None:
     return None
 
 
-def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares intercept and slope of ys against xs."""
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
-    return mean_y - slope * mean_x, slope
-
-
 def run_size(workers: int, args: argparse.Namespace, work: Path) -> dict[str, object]:
     """One fleet size against a fresh Redis; the row of the table."""
     port = free_port()
@@ -401,7 +394,10 @@ def main() -> None:
         # The capacity model's check: Redis CPU against jobs/s below saturation, a straight line (a fixed part, the
         # idle workers' heartbeats and blocking reads, plus a cost per job), extended to the cap; against the rate
         # the saturated sizes reached.
-        fixed, per_job = _line([float(r["jobs_per_second"]) for r in below], [float(r["redis_cpu"]) for r in below])  # type: ignore[arg-type]
+        per_job, fixed = statistics.linear_regression(
+            [float(r["jobs_per_second"]) for r in below],  # type: ignore[arg-type]
+            [float(r["redis_cpu"]) for r in below],  # type: ignore[arg-type]
+        )
         predicted = (args.redis_cpu - fixed) / per_job
         reached = max(float(row["jobs_per_second"]) for row in saturated)  # type: ignore[arg-type]
         result["saturation"] = {

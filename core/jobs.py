@@ -413,10 +413,7 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job's record, or None when unknown or expired."""
-        raw = self.redis.hgetall(keys.job_key(job_id))
-        if not raw:
-            return None
-        return self.job_from_record({k.decode(): v.decode() for k, v in raw.items()})
+        return self.job_from_hash(self.redis.hgetall(keys.job_key(job_id)))
 
     def get_image(self, job_id: str, index: int) -> bytes | None:
         """Bytes of a result image, or None when absent or expired."""
@@ -504,6 +501,11 @@ class JobStore:
         ]
         result = self._transition(keys=job_keys, args=args)
         return result.decode() if result is not None else None
+
+    @classmethod
+    def job_from_hash(cls, raw: dict[bytes, bytes]) -> Job | None:
+        """The job of a record as HGETALL answers it (on either client), or None for none (unknown or expired)."""
+        return cls.job_from_record({k.decode(): v.decode() for k, v in raw.items()}) if raw else None
 
     @staticmethod
     def job_from_record(fields: dict[str, str], request: GenerateRequest | None = None) -> Job:

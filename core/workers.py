@@ -43,15 +43,15 @@ async def serves(redis: AsyncRedis, model: str) -> bool:
     """Whether a live worker serves `model`: one sorted-set read and one EXISTS, not every worker's record (what a
     submission asks, on the API's asyncio client: `bench/fleet.py` measured reading them all costing Redis ~1 µs per
     worker per job)."""
-    [first] = await redis.zrangebyscore(keys.model_workers_key(model), time.time(), "+inf", start=0, num=1) or [None]
+    live = keys.model_workers_key(model)
+    [first] = await redis.zrangebyscore(live, time.time(), "+inf", start=0, num=1) or [None]
     if first is None:
         return False
     if await redis.exists(keys.worker_key(first.decode())):
         return True
-    # Its record went early: read them all (as `live_workers` does, without its pruning).
-    ids = await redis.smembers(keys.workers_key())
-    records = await redis.mget([keys.worker_key(raw.decode()) for raw in ids]) if ids else []
-    return any(WorkerInfo.model_validate_json(record).model == model for record in records if record is not None)
+    # Its record went early (a worker that stopped without leaving the set): ask of every one the set holds.
+    others = await redis.zrangebyscore(live, time.time(), "+inf")
+    return bool(others) and await redis.exists(*(keys.worker_key(raw.decode()) for raw in others)) > 0
 
 
 def model_workers(redis: Redis, model: str) -> list[WorkerInfo]:

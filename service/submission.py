@@ -258,10 +258,10 @@ async def _replay(redis: RedisShards[AsyncRedis], idem_key: str, body_hash: str)
     job_id, first_hash = value.decode().split(" ", 1)
     if first_hash != body_hash:
         raise ApiError(409, "Idempotency-Key was already used with a different request body", code="conflict")
-    raw = await redis.for_job(job_id).hgetall(keys.job_key(job_id))
-    if not raw:
+    job = JobStore.job_from_hash(await redis.for_job(job_id).hgetall(keys.job_key(job_id)))
+    if job is None:
         raise ApiError(409, f"Idempotency-Key: the job it created ({job_id}) has expired", code="conflict")
-    return JobStore.job_from_record({k.decode(): v.decode() for k, v in raw.items()})
+    return job
 
 
 async def _prepared(request: GenerateRequest, settings: Settings) -> tuple[GenerateRequest, dict[str, bytes]]:
